@@ -1,0 +1,101 @@
+"""Build every config from the sources and export the Hub-layout folder."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.export import export_pool, pool_files
+from builder.mat import TRIPLETS
+from builder.policy import BadInputLog
+from builder.protocols import Protocol, all_protocols
+from builder.splits import POOL_SPLITS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    """What a build produced: the export folder, row counts and the inputs it skipped."""
+
+    out_dir: Path
+    pool_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    skipped: BadInputLog = field(default_factory=lambda: BadInputLog("skip"))
+
+
+def build_and_export(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    num_proc: int | None = None,
+    overwrite: bool = False,
+    ship_pixels: Mapping[str, bool] | None = None,
+    cache_dir: Path | None = None,
+    **config_kwargs: object,
+) -> BuildResult:
+    """Build the ``all`` config from ``data_dir`` and export every config to ``out_dir``.
+
+    Every (triplet, pool split) is generated once; the other configs only select
+    files, so building ``all`` is enough.
+
+    Args:
+        data_dir: The folder with one subfolder per source.
+        out_dir: The export folder to write.
+        num_proc: Worker processes for image decoding; None or 1 for one process.
+        overwrite: Replace an existing ``out_dir``.
+        ship_pixels: Per source, False to export rows without image bytes.
+        cache_dir: Where ``datasets`` writes its Arrow cache; a temporary folder by default.
+        config_kwargs: Fields of ``CrossMedConfig`` (seed, caps, on_bad_input, max_side, ...).
+    """
+    from crossmed import CrossMed
+
+    with tempfile.TemporaryDirectory(prefix="crossmed-cache-") as temporary:
+        builder = CrossMed(
+            config_name="all", data_dir=str(data_dir), cache_dir=str(cache_dir or temporary), **config_kwargs
+        )
+        builder.download_and_prepare(num_proc=num_proc)
+        pool = {split: builder.as_dataset(split=split) for split in POOL_SPLITS}
+        export_pool(pool, out_dir, ship_pixels=ship_pixels, overwrite=overwrite)
+        counts = {
+            (TRIPLETS[triplet_id].name, split): count
+            for split, dataset in pool.items()
+            for triplet_id, count in _count_values(dataset["triplet"]).items()
+        }
+        skipped = builder.skipped_inputs()
+        del pool, builder
+    return BuildResult(Path(out_dir), counts, skipped)
+
+
+def _count_values(values: list[int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def count_table(pool_counts: Mapping[tuple[str, str], int], protocols: list[Protocol] | None = None) -> str:
+    """Return a plain-text table of questions per config, split and triplet."""
+    protocols = protocols or all_protocols()
+    header = f"{'config':<42} {'split':<11} {'triplet':<28} {'questions':>9}"
+    lines = [header, "-" * len(header)]
+    for protocol in protocols:
+        for split in POOL_SPLITS:
+            for triplet in protocol.split_triplets(split):
+                count = pool_counts.get((triplet.name, split), 0)
+                lines.append(f"{protocol.name:<42} {split:<11} {triplet.name:<28} {count:>9}")
+    return "\n".join(lines)
+
+
+def pool_summary(pool_counts: Mapping[tuple[str, str], int]) -> str:
+    """Return one line per triplet with its questions per pool split."""
+    lines = []
+    for triplet in TRIPLETS:
+        parts = ", ".join(f"{split} {pool_counts.get((triplet.name, split), 0)}" for split in POOL_SPLITS)
+        lines.append(f"{triplet.name}: {parts}")
+    return "\n".join(lines)
+
+
+__all__ = ["BuildResult", "build_and_export", "count_table", "pool_files", "pool_summary"]

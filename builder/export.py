@@ -1,0 +1,230 @@
+"""Export a build to a folder laid out as a Hugging Face dataset repository.
+
+The folder holds each (triplet, pool split) once, as Parquet under
+``data/<triplet slug>/<split>-NNNNN-of-NNNNN.parquet``, a README card whose
+``configs:`` YAML lists, for every config and split, the files it selects, and
+``dataset_infos.json``. It never contains ``crossmed.py``: ``load_dataset``
+rejects a folder holding a script named after it.
+
+The export is written to a temporary sibling folder and renamed into place at
+the end, so an interrupted export leaves no folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE, card_body
+from builder.features import crossmed_features
+from builder.mat import SOURCES, TRIPLETS, Triplet
+from builder.protocols import Protocol, all_protocols
+from builder.splits import POOL_SPLITS
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The Hub viewer reads one Parquet row group at a time; groups above this size are not shown.
+ROW_GROUP_BUDGET_BYTES = 100 * 1024 * 1024
+MAX_SHARD_BYTES = 500 * 1024 * 1024
+
+TASK_CATEGORIES = ["visual-question-answering", "image-text-to-text"]
+TAGS = ["medical", "radiology", "compositional-generalization", "multiple-choice", "vqa"]
+
+
+def pool_files(out_dir: Path) -> dict[tuple[Triplet, str], list[str]]:
+    """Return the Parquet files of each (triplet, pool split) under an export folder, relative to it."""
+    files = {}
+    for triplet in TRIPLETS:
+        for split in POOL_SPLITS:
+            found = sorted((out_dir / "data" / triplet.slug).glob(f"{split}-*.parquet"))
+            files[(triplet, split)] = [path.relative_to(out_dir).as_posix() for path in found]
+    return files
+
+
+def write_pool_parquet(
+    pool: Mapping[str, datasets.Dataset],
+    out_dir: Path,
+    ship_pixels: Mapping[str, bool] | None = None,
+) -> dict[tuple[Triplet, str], tuple[int, int]]:
+    """Write every (triplet, pool split) of the ``all`` build once, as Parquet with embedded PNG bytes.
+
+    Args:
+        pool: The pool splits of the ``all`` config, keyed by split name.
+        out_dir: The export folder being written.
+        ship_pixels: Per source, False to drop ``image`` and ``mask`` bytes (rows keep ``source_file``).
+
+    Returns:
+        ``(rows, bytes)`` of each (triplet, pool split) written.
+    """
+    sizes = {}
+    for split, dataset in pool.items():
+        dataset = _drop_pixels(dataset, ship_pixels or {})
+        for triplet_id, triplet in enumerate(TRIPLETS):
+            subset = dataset.filter(lambda value, wanted=triplet_id: value == wanted, input_columns="triplet")
+            sizes[(triplet, split)] = _write_shards(subset, out_dir / "data" / triplet.slug, split)
+    return sizes
+
+
+def _drop_pixels(dataset: datasets.Dataset, ship_pixels: Mapping[str, bool]) -> datasets.Dataset:
+    hidden = {SOURCES.index(source) for source, shipped in ship_pixels.items() if not shipped}
+    if not hidden:
+        return dataset
+
+    def blank(row: dict) -> dict:
+        if row["source"] in hidden:
+            row["image"] = None
+            row["mask"] = None
+        return row
+
+    features = dataset.features.copy()
+    features["image"] = datasets.Image(decode=False)
+    features["mask"] = datasets.Image(decode=False)
+    return dataset.cast(features).map(blank, features=features).cast(crossmed_features())
+
+
+def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[int, int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    nbytes = subset.data.nbytes if subset.num_rows else 0
+    if subset.num_rows == 0:
+        # One empty file keeps the split selectable, so every config lists every split.
+        subset.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+        return 0, 0
+
+    shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))
+    row_bytes = max(1, nbytes // subset.num_rows)
+    rows_per_group = max(1, min(1000, ROW_GROUP_BUDGET_BYTES // 2 // row_bytes))
+    for index in range(shards):
+        shard = subset.shard(shards, index, contiguous=True)
+        shard.to_parquet(str(folder / f"{split}-{index:05d}-of-{shards:05d}.parquet"), batch_size=rows_per_group)
+    return subset.num_rows, nbytes
+
+
+def config_infos(
+    protocols: list[Protocol], sizes: Mapping[tuple[Triplet, str], tuple[int, int]]
+) -> dict[str, datasets.DatasetInfo]:
+    """Return the DatasetInfo of every config, with split sizes summed from the pool parts it selects."""
+    infos = {}
+    for protocol in protocols:
+        splits = datasets.SplitDict()
+        for split in POOL_SPLITS:
+            parts = [sizes.get((triplet, split), (0, 0)) for triplet in protocol.split_triplets(split)]
+            splits.add(
+                datasets.SplitInfo(name=split, num_examples=sum(p[0] for p in parts), num_bytes=sum(p[1] for p in parts))
+            )
+        infos[protocol.name] = datasets.DatasetInfo(
+            description=DESCRIPTION,
+            features=crossmed_features(),
+            citation=CITATION,
+            homepage=HOMEPAGE,
+            license=LICENSE,
+            config_name=protocol.name,
+            splits=splits,
+            dataset_size=sum(info.num_bytes for info in splits.values()),
+        )
+    return infos
+
+
+def write_card(
+    out_dir: Path,
+    protocols: list[Protocol],
+    infos: Mapping[str, datasets.DatasetInfo],
+    ship_pixels: Mapping[str, bool] | None = None,
+    changelog: str = "",
+    gated: bool = False,
+) -> None:
+    """Write README.md (YAML header with configs and dataset_info, then the card text) and dataset_infos.json."""
+    files = pool_files(out_dir)
+    card_data = DatasetCardData(
+        license=LICENSE,
+        license_name="crossmed-source-terms",
+        license_link="LICENSE",
+        task_categories=TASK_CATEGORIES,
+        tags=TAGS,
+        pretty_name="CrossMed",
+        language=["en"],
+    )
+    if gated:
+        card_data["extra_gated_prompt"] = (
+            "You agree to follow the terms of each source dataset listed in this card (non-commercial research use)."
+        )
+
+    card_data["configs"] = [
+        {
+            "config_name": protocol.name,
+            **({"default": True} if protocol.name == "unrelated" else {}),
+            "data_files": [
+                {"split": split, "path": [path for triplet in protocol.split_triplets(split) for path in files[(triplet, split)]]}
+                for split in POOL_SPLITS
+            ],
+        }
+        for protocol in protocols
+    ]
+    datasets.info.DatasetInfosDict(infos).to_dataset_card_data(card_data)
+
+    body = card_body(REPO_ROOT / "README.md", protocols, ship_pixels or {}, changelog)
+    DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").save(out_dir / "README.md")
+    (out_dir / "LICENSE").write_text(_license_text(), encoding="utf-8")
+    with (out_dir / "dataset_infos.json").open("w", encoding="utf-8") as stream:
+        json.dump({name: asdict(info) for name, info in infos.items()}, stream, indent=2)
+
+
+def _license_text() -> str:
+    from builder.card import SOURCE_INFO
+
+    lines = ["CrossMed rows are derived from four sources, each under its own terms:", ""]
+    lines += [f"- {info['title']}: {info['terms']} ({info['url']})" for info in SOURCE_INFO.values()]
+    return "\n".join(lines) + "\n"
+
+
+def export_pool(
+    pool: Mapping[str, datasets.Dataset],
+    out_dir: Path,
+    ship_pixels: Mapping[str, bool] | None = None,
+    overwrite: bool = False,
+    changelog: str = "",
+    gated: bool = False,
+) -> Path:
+    """Write the export folder atomically from the pool splits of an ``all`` build.
+
+    Raises:
+        FileExistsError: when ``out_dir`` exists and ``overwrite`` is False.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"Export folder {out_dir} already exists; pass --overwrite to replace it")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        protocols = all_protocols()
+        sizes = write_pool_parquet(pool, staging, ship_pixels)
+        write_card(staging, protocols, config_infos(protocols, sizes), ship_pixels, changelog, gated)
+        _replace_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Exported %d configs to %s", len(protocols), out_dir)
+    return out_dir
+
+
+def _replace_folder(staging: Path, out_dir: Path) -> None:
+    """Move ``staging`` to ``out_dir``; an existing ``out_dir`` is removed only after the move succeeded."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    previous = out_dir.with_name(f".{out_dir.name}.previous-{os.getpid()}")
+    os.replace(out_dir, previous)
+    os.replace(staging, out_dir)
+    shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""Locate the sources under a data folder, list their cases and plan the questions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from builder.mat import SOURCES, TRIPLETS, Triplet, check_choice
+from builder.planner import CaseJob, plan_questions
+from builder.policy import BadInputLog
+from builder.sources import Case, reader_class
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_GUIDE = "See the README section 'Getting the sources' for where to download each source."
+
+# Default question caps per triplet. With the full sources they add up to the
+# published size of 20,200 questions; smaller sources give fewer.
+DEFAULT_CAPS: dict[str, int] = {
+    "xray-lung-classification": 9000,
+    "xray-lung-segmentation": 2400,
+    "mri-brain-classification": 4400,
+    "mri-brain-segmentation": 1100,
+    "ct-lung-classification": 3300,
+}
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The inputs of the planning pass.
+
+    Attributes:
+        data_dir: The folder holding one subfolder per source (``chexpert``, ``siim``, ``brats``, ``mosmed``).
+        sources: The sources to read.
+        allow_missing_sources: Build from the sources present instead of raising for a missing one.
+        seed: Seeds templates, distractors, answer letters and caps.
+        caps: Maximum questions per triplet slug; None for no cap.
+        on_bad_input: ``error``, ``warn`` or ``skip``.
+        reader_options: Per source, keyword options for its reader.
+    """
+
+    data_dir: Path
+    sources: tuple[str, ...] = SOURCES
+    allow_missing_sources: bool = False
+    seed: int = 0
+    caps: Mapping[str, int] | None = None
+    on_bad_input: str = "error"
+    reader_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+def locate_sources(data_dir: Path, sources: Sequence[str], allow_missing: bool) -> dict[str, Path]:
+    """Return the folder of each source present under ``data_dir``.
+
+    Raises:
+        FileNotFoundError: when ``data_dir`` is missing, or a source folder is
+            missing and ``allow_missing`` is False; the message names the folder
+            expected and where to download the source.
+    """
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"Data folder not found: {data_dir}. {DOWNLOAD_GUIDE}")
+
+    roots = {}
+    for source in sources:
+        check_choice("source", source, SOURCES)
+        folder = data_dir / source
+        if folder.is_dir():
+            roots[source] = folder
+        elif allow_missing:
+            logger.warning("Source %s not found at %s; building without it", source, folder)
+        else:
+            instructions = reader_class(source).download_instructions
+            raise FileNotFoundError(
+                f"Source {source} not found: expected the folder {folder}. {instructions} "
+                "To build from the sources present, pass allow_missing_sources=True (--allow-missing-sources)."
+            )
+    if not roots:
+        raise FileNotFoundError(f"No source folder found under {data_dir}: expected one of {', '.join(sources)}.")
+    return roots
+
+
+def list_cases(roots: Mapping[str, Path], settings: PlanSettings, bad_inputs: BadInputLog) -> list[Case]:
+    """List the cases of every located source, with one progress step per source."""
+    cases: list[Case] = []
+    for source in tqdm(sorted(roots), desc="Listing sources", unit="source"):
+        options = dict(settings.reader_options.get(source, {}))
+        reader = reader_class(source)(roots[source], bad_inputs, **options)
+        found = reader.list_cases()
+        logger.info("%s: %d cases in %s", source, len(found), roots[source])
+        cases.extend(found)
+    return cases
+
+
+def resolve_caps(caps: Mapping[str, int] | None) -> dict[Triplet, int]:
+    """Turn caps keyed by triplet slug or name into caps keyed by triplet."""
+    return {Triplet.from_name(name): int(limit) for name, limit in (caps or {}).items()}
+
+
+def build_plan(settings: PlanSettings, bad_inputs: BadInputLog) -> tuple[dict[str, Path], list[CaseJob]]:
+    """Locate the sources, list their cases and plan every question.
+
+    Returns:
+        The source roots and the case jobs of all triplets and pool splits.
+    """
+    roots = locate_sources(Path(settings.data_dir), settings.sources, settings.allow_missing_sources)
+    cases = list_cases(roots, settings, bad_inputs)
+    jobs = plan_questions(cases, settings.seed, resolve_caps(settings.caps))
+    logger.info("Planned %d questions from %d cases", sum(len(job.questions) for job in jobs), len(jobs))
+    return roots, jobs
+
+
+def select_jobs(jobs: Sequence[CaseJob], split: str, triplets: Sequence[Triplet]) -> list[CaseJob]:
+    """Return the jobs restricted to the questions of one pool split and the given triplets."""
+    wanted = set(triplets)
+    selected = []
+    for job in jobs:
+        questions = [plan for plan in job.questions if plan.split == split and plan.triplet in wanted]
+        if questions:
+            selected.append(CaseJob(job.source, job.case, questions))
+    return selected
+
+
+__all__ = ["DEFAULT_CAPS", "PlanSettings", "TRIPLETS", "build_plan", "locate_sources", "select_jobs"]
