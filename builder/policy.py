@@ -71,6 +71,11 @@ class BadInputLog:
         else:
             logger.debug("Skipped %s (%s): %s", path, source, reason)
 
+    def record(self, source: str, path: str | os.PathLike[str], reason: str) -> None:
+        """Record an expected omission under every policy, with an INFO log, without raising."""
+        self.skipped.append(SkippedInput(source, str(path), reason))
+        logger.info("Left out %s (%s): %s", path, source, reason)
+
     def counts(self) -> Counter[str]:
         """Return the number of skipped inputs per source."""
         return Counter(item.source for item in self.skipped)
