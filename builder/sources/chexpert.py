@@ -49,6 +49,17 @@ OBSERVATIONS: tuple[str, ...] = (
     "Support Devices",
 )
 
+# The label hierarchy of the CheXpert paper (Irvin et al., AAAI 2019, figure 2): a
+# positive child finding implies its parents, even where the parent's cell is blank.
+PARENT_FINDINGS: dict[str, tuple[str, ...]] = {
+    "Cardiomegaly": ("Enlarged Cardiomediastinum",),
+    "Lung Lesion": ("Lung Opacity",),
+    "Edema": ("Lung Opacity",),
+    "Consolidation": ("Lung Opacity",),
+    "Pneumonia": ("Lung Opacity", "Consolidation"),
+    "Atelectasis": ("Lung Opacity",),
+}
+
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "positive", "negative")
 BLANK_POLICIES: tuple[str, ...] = ("negative", "ignore")
 VIEW_CHOICES: tuple[str, ...] = ("frontal", "all")
@@ -170,8 +181,9 @@ class CheXpertReader(SourceReader):
     Note:
         Blank means "not mentioned in the report", not "absent". In the CheXpert
         train.csv, patient00003/study1 has Edema 1.0 and a blank Lung Opacity,
-        although edema shows as lung opacity. With ``blank="negative"`` such a
-        finding can become a distractor that is also true for the image.
+        although edema shows as lung opacity. So a finding that the CheXpert
+        label hierarchy puts above a positive one (``PARENT_FINDINGS``, e.g. Lung
+        Opacity above Edema) is never a distractor for that image.
     """
 
     name = "chexpert"
@@ -358,6 +370,7 @@ class CheXpertReader(SourceReader):
         if not positives:
             return ()
 
-        negatives = frozenset(column for column, label in labels.items() if label is False)
+        implied = {parent for finding in positives for parent in PARENT_FINDINGS.get(finding, ())}
+        negatives = frozenset(column for column, label in labels.items() if label is False and column not in implied)
         answer = choose_answer(case_id, positives)
         return (ItemSpec(ITEM_KEY, XRAY_LUNG_CLASSIFICATION, VIEW, answer=answer, distractors=negatives),)

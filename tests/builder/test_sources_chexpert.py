@@ -16,6 +16,7 @@ from builder.mat import XRAY_LUNG_CLASSIFICATION
 from builder.policy import BadInputError, BadInputLog
 from builder.sources import reader_class
 from builder.sources.chexpert import (
+    PARENT_FINDINGS,
     OBSERVATIONS,
     CheXpertReader,
     LabelState,
@@ -213,8 +214,21 @@ def test_chexpert_real_rows_default_policy(real_train: tuple[Path, list[dict[str
         (item,) = case.items
         assert row["Frontal/Lateral"] == "Frontal"
         assert row[item.answer] == "1.0", case.case_id
-        assert item.distractors == {c for c in OBSERVATIONS if row[c] in ("0.0", "")}, case.case_id
+        positives = {c for c in OBSERVATIONS if row[c] == "1.0"}
+        implied = {parent for finding in positives for parent in PARENT_FINDINGS.get(finding, ())}
+        assert item.distractors == {c for c in OBSERVATIONS if row[c] in ("0.0", "") and c not in implied}, case.case_id
         assert case.subject_id == case.case_id.split("-")[0]
+
+
+def test_chexpert_parent_of_positive_not_distractor(real_train: tuple[Path, list[dict[str, str]]]) -> None:
+    root, rows = real_train
+    row = rows_by_case_id(rows)["patient00003-study1-view1_frontal"]
+    assert row["Edema"] == "1.0" and row["Lung Opacity"] == ""
+
+    (case,) = [case for case in CheXpertReader(root).list_cases() if case.case_id == "patient00003-study1-view1_frontal"]
+
+    assert "Lung Opacity" not in case.items[0].distractors
+    assert "Fracture" in case.items[0].distractors or row["Fracture"] != ""
 
 
 def test_chexpert_real_rows_uncertain_positive(real_train: tuple[Path, list[dict[str, str]]]) -> None:
