@@ -372,5 +372,7 @@ class CheXpertReader(SourceReader):
 
         implied = {parent for finding in positives for parent in PARENT_FINDINGS.get(finding, ())}
         negatives = frozenset(column for column, label in labels.items() if label is False and column not in implied)
-        answer = choose_answer(case_id, positives)
+        # The most specific findings are the answer candidates: Edema rather than the Lung Opacity it implies.
+        specific = [finding for finding in positives if finding not in implied]
+        answer = choose_answer(case_id, specific)
         return (ItemSpec(ITEM_KEY, XRAY_LUNG_CLASSIFICATION, VIEW, answer=answer, distractors=negatives),)

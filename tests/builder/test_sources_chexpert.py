@@ -482,3 +482,14 @@ def test_chexpert_invalid_options(tmp_path: Path, option: str, value: str, messa
 
     with pytest.raises(ValueError, match=message):
         CheXpertReader(tmp_path, **{option: value})
+
+
+def test_chexpert_answer_prefers_specific_finding(tmp_path: Path) -> None:
+    labels = {"Lung Opacity": "1.0", "Edema": "1.0", "Enlarged Cardiomediastinum": "1.0", "Cardiomegaly": "1.0"}
+    root = write_release(
+        tmp_path, "valid.csv", make_csv(make_row("CheXpert-v1.0-small/valid/patient00001/study1/view1_frontal.jpg", labels))
+    )
+
+    (case,) = CheXpertReader(root).list_cases()
+
+    assert case.items[0].answer in {"Edema", "Cardiomegaly"}
