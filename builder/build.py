@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from builder.export import export_pool, pool_files
 from builder.mat import TRIPLETS
 from builder.policy import BadInputLog
 from builder.protocols import Protocol, all_protocols
+from builder.restore import BuildSettings
 from builder.splits import POOL_SPLITS
 
 logger = logging.getLogger(__name__)
+
+BUILD_SETTING_FIELDS = {item.name for item in fields(BuildSettings)} - {"ship_pixels"}
 
 
 @dataclass
@@ -58,7 +61,11 @@ def build_and_export(
         )
         builder.download_and_prepare(num_proc=num_proc)
         pool = {split: builder.as_dataset(split=split) for split in POOL_SPLITS}
-        export_pool(pool, out_dir, ship_pixels=ship_pixels, overwrite=overwrite)
+        settings = BuildSettings(
+            **{name: value for name, value in config_kwargs.items() if name in BUILD_SETTING_FIELDS},
+            ship_pixels=dict(ship_pixels or {}),
+        )
+        export_pool(pool, out_dir, ship_pixels=ship_pixels, overwrite=overwrite, build_settings=settings)
         counts = {
             (TRIPLETS[triplet_id].name, split): count
             for split, dataset in pool.items()

@@ -19,10 +19,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 
 import datasets
+from datasets.utils.py_utils import asdict
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE, card_body
@@ -95,12 +95,14 @@ def _drop_pixels(dataset: datasets.Dataset, ship_pixels: Mapping[str, bool]) -> 
 
 
 def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[int, int]:
-    folder.mkdir(parents=True, exist_ok=True)
-    nbytes = subset.data.nbytes if subset.num_rows else 0
     if subset.num_rows == 0:
-        # One empty file keeps the split selectable, so every config lists every split.
-        subset.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+        # load_dataset rejects a split whose files hold no rows, so an empty part gets no file
+        # and configs leave out splits that select nothing.
+        logger.warning("No %s rows for %s; the configs that select it leave it out", split, folder.name)
         return 0, 0
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nbytes = subset.data.nbytes
 
     shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))
     row_bytes = max(1, nbytes // subset.num_rows)
@@ -120,9 +122,12 @@ def config_infos(
         splits = datasets.SplitDict()
         for split in POOL_SPLITS:
             parts = [sizes.get((triplet, split), (0, 0)) for triplet in protocol.split_triplets(split)]
-            splits.add(
-                datasets.SplitInfo(name=split, num_examples=sum(p[0] for p in parts), num_bytes=sum(p[1] for p in parts))
-            )
+            rows, nbytes = sum(part[0] for part in parts), sum(part[1] for part in parts)
+            if rows:
+                splits.add(datasets.SplitInfo(name=split, num_examples=rows, num_bytes=nbytes))
+        if not splits:
+            logger.warning("Config %s selects no rows and is left out of the export", protocol.name)
+            continue
         infos[protocol.name] = datasets.DatasetInfo(
             description=DESCRIPTION,
             features=crossmed_features(),
@@ -165,11 +170,13 @@ def write_card(
             "config_name": protocol.name,
             **({"default": True} if protocol.name == "unrelated" else {}),
             "data_files": [
-                {"split": split, "path": [path for triplet in protocol.split_triplets(split) for path in files[(triplet, split)]]}
+                {"split": split, "path": paths}
                 for split in POOL_SPLITS
+                if (paths := [path for triplet in protocol.split_triplets(split) for path in files[(triplet, split)]])
             ],
         }
         for protocol in protocols
+        if protocol.name in infos
     ]
     datasets.info.DatasetInfosDict(infos).to_dataset_card_data(card_data)
 
@@ -195,8 +202,13 @@ def export_pool(
     overwrite: bool = False,
     changelog: str = "",
     gated: bool = False,
+    build_settings: object | None = None,
 ) -> Path:
     """Write the export folder atomically from the pool splits of an ``all`` build.
+
+    ``build_settings`` (a ``builder.restore.BuildSettings``) is stored as
+    ``crossmed_build.json``, so that users who hold a source can rebuild rows
+    exported without pixels.
 
     Raises:
         FileExistsError: when ``out_dir`` exists and ``overwrite`` is False.
@@ -211,6 +223,10 @@ def export_pool(
         protocols = all_protocols()
         sizes = write_pool_parquet(pool, staging, ship_pixels)
         write_card(staging, protocols, config_infos(protocols, sizes), ship_pixels, changelog, gated)
+        if build_settings is not None:
+            from builder.restore import write_build_settings
+
+            write_build_settings(staging, build_settings)
         _replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
