@@ -1,0 +1,284 @@
+"""Batched inference in two scoring modes, with out-of-memory back-off.
+
+``generate`` decodes greedily and reads the letter from the text with
+:func:`eval.extraction.extract_answer`. ``likelihood`` runs one forward pass per
+batch and compares the next-token log-probabilities of the four option letters
+at the last prompt position, so it always yields a letter.
+
+Batches are padded on the left, so the last prompt token sits at the last
+position of every row, and generated tokens start at the same column for every
+row.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from transformers import GenerationMixin
+
+from builder.mat import LETTERS
+from eval.data import PreparedItem
+from eval.extraction import extract_answer
+from eval.models import LoadedModel
+from eval.prompts import build_messages
+
+logger = logging.getLogger(__name__)
+
+FAILED = "failed"
+"""The prediction recorded for a work item whose batch raised twice, or that ran out of memory alone."""
+
+MODES: tuple[str, ...] = ("generate", "likelihood")
+
+# Errors that a processor or a model's forward pass raise on one bad batch
+# (a shape mismatch, an image it cannot process, a device error). They fail the
+# batch, not the run. Errors outside this list stop the run.
+BATCH_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, TypeError, IndexError, KeyError, OSError)
+
+
+@dataclass
+class ItemResult:
+    """The model's answer to one work item.
+
+    Attributes:
+        prediction: ``"A"`` to ``"D"`` in the displayed order, ``"invalid"``
+            when generated text named no single option, or ``"failed"``.
+        raw_output: the generated text (generate mode), else None.
+        scores: log-probabilities of the letters A-D in displayed order
+            (likelihood mode), else None.
+    """
+
+    prediction: str
+    raw_output: str | None = None
+    scores: list[float] | None = None
+
+
+BatchStep = Callable[[list[PreparedItem]], list[ItemResult]]
+
+
+def render_prompts(loaded: LoadedModel, items: Sequence[PreparedItem], *, blind: bool) -> list[str]:
+    """Apply the model's chat template to each item, ending with the generation prompt."""
+    return [
+        loaded.processor.apply_chat_template(
+            build_messages(item.prompt, blind=blind), add_generation_prompt=True, tokenize=False
+        )
+        for item in items
+    ]
+
+
+def encode_batch(loaded: LoadedModel, items: Sequence[PreparedItem], *, blind: bool) -> dict[str, Any]:
+    """Tokenize and pad the prompts, process the images, and move the tensors to the model.
+
+    Returns:
+        The processor's outputs, tensors moved to ``loaded.input_device``.
+        Floating-point tensors (pixel values) are cast to the model's dtype.
+    """
+    images = None if blind else [item.image for item in items]
+    batch = loaded.processor(
+        text=render_prompts(loaded, items, blind=blind), images=images, padding=True, return_tensors="pt"
+    )
+
+    encoded: dict[str, Any] = {}
+    for name, value in batch.items():
+        if not isinstance(value, torch.Tensor):
+            encoded[name] = value
+        elif value.is_floating_point():
+            encoded[name] = value.to(loaded.input_device, dtype=loaded.model.dtype)
+        else:
+            encoded[name] = value.to(loaded.input_device)
+    return encoded
+
+
+@torch.inference_mode()
+def generate_batch(
+    loaded: LoadedModel, items: list[PreparedItem], *, blind: bool, max_new_tokens: int
+) -> list[ItemResult]:
+    """Generate greedily and read one letter per item.
+
+    Args:
+        loaded: the model.
+        items: the batch.
+        blind: leave the images out.
+        max_new_tokens: the maximum number of generated tokens per item.
+
+    Returns:
+        One result per item with the decoded text (special tokens removed,
+        surrounding whitespace stripped) and the letter read from it, or ``"invalid"``.
+    """
+    inputs = encode_batch(loaded, items, blind=blind)
+    output = cast(GenerationMixin, loaded.model).generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )
+
+    prompt_length = inputs["input_ids"].shape[1]
+    texts = loaded.tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
+    results = []
+    for item, text in zip(items, texts, strict=True):
+        text = text.strip()
+        results.append(ItemResult(prediction=extract_answer(text, item.options), raw_output=text))
+    return results
+
+
+@torch.inference_mode()
+def likelihood_batch(
+    loaded: LoadedModel, items: list[PreparedItem], *, blind: bool, letter_ids: Sequence[int]
+) -> list[ItemResult]:
+    """Score the four letters as the next token after the prompt, in one forward pass.
+
+    Args:
+        loaded: the model.
+        items: the batch.
+        blind: leave the images out.
+        letter_ids: the token ids of A-D from :func:`letter_token_ids`.
+
+    Returns:
+        One result per item with the four log-probabilities (natural log, over
+        the whole vocabulary, in float32) and the letter with the highest one.
+    """
+    inputs = encode_batch(loaded, items, blind=blind)
+    if _accepts_argument(loaded.model, "logits_to_keep"):
+        inputs["logits_to_keep"] = 1
+
+    logits = loaded.model(**inputs).logits[:, -1, :].float()
+    log_probabilities = torch.log_softmax(logits, dim=-1)[:, list(letter_ids)].cpu()
+
+    results = []
+    for row in log_probabilities:
+        scores = [float(value) for value in row]
+        results.append(ItemResult(prediction=LETTERS[int(row.argmax())], scores=scores))
+    return results
+
+
+def letter_token_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """Find the token ids that the answer letters A-D start with after a rendered prompt.
+
+    The chat template decides how an answer is written. When the generation
+    prompt ends with whitespace (Qwen2-VL's ``"<|im_start|>assistant\\n"``) the
+    answer starts with the bare letter ``"A"``; when it ends with anything else
+    (LLaVA-1.5's ``"ASSISTANT:"``) a space comes first and the token is the one
+    for ``" A"``. The ids are read by tokenizing the prompt with and without
+    the answer appended and taking the first new token. If that form does not
+    give four distinct tokens, the other form is tried.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        prompt: a prompt rendered by the chat template with the generation prompt.
+
+    Returns:
+        Four token ids, for A, B, C and D.
+
+    Raises:
+        ValueError: when neither form gives four distinct first tokens.
+    """
+    preferred = "" if prompt[-1:].isspace() else " "
+    forms = (preferred, " " if preferred == "" else "")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    for prefix in forms:
+        found = [_first_new_token(tokenizer, prompt, prompt_ids, prefix + letter) for letter in LETTERS]
+        ids = [token_id for token_id in found if token_id is not None]
+        if len(set(ids)) == len(LETTERS):
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            logger.info("Scoring the letter tokens %s (answer form %r)", tokens, prefix + "A")
+            return ids
+        logger.debug("Answer form %r gives the first tokens %s; trying the other form", prefix + "A", found)
+
+    raise ValueError(
+        f"Cannot score letters with tokenizer {type(tokenizer).__name__}: neither 'A' nor ' A' after the "
+        f"generation prompt {prompt[-40:]!r} gives four distinct first tokens for A-D. Use --mode generate."
+    )
+
+
+def _first_new_token(tokenizer: Any, prompt: str, prompt_ids: list[int], answer: str) -> int | None:
+    full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
+    # The answer may merge with the prompt's last token; then there is no clean next token.
+    if len(full_ids) <= len(prompt_ids) or full_ids[: len(prompt_ids)] != prompt_ids:
+        return None
+    return int(full_ids[len(prompt_ids)])
+
+
+def _accepts_argument(model: torch.nn.Module, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+class BatchExecutor:
+    """Run a batch step with out-of-memory back-off and one retry on other errors.
+
+    On ``torch.cuda.OutOfMemoryError`` the batch size is halved for the rest of
+    the run and the items are run again in smaller chunks. Any error in
+    :data:`BATCH_ERRORS` is logged with the question ids, and the chunk runs
+    once more. When it fails again, its items get the prediction ``"failed"``
+    and the run goes on. Out of memory at batch size 1 also fails the item.
+
+    Args:
+        step: the function that runs one chunk of items and returns one result per item.
+        batch_size: the largest chunk passed to ``step``.
+    """
+
+    def __init__(self, step: BatchStep, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"Invalid batch size {batch_size}: expected at least 1.")
+        self.step = step
+        self.batch_size = batch_size
+
+    def run(self, items: list[PreparedItem]) -> list[ItemResult]:
+        """Run ``step`` over ``items`` in chunks of at most ``batch_size`` and return one result per item."""
+        results: list[ItemResult] = []
+        position = 0
+        while position < len(items):
+            chunk = items[position : position + self.batch_size]
+            chunk_results = self._run_chunk(chunk)
+            if chunk_results is None:
+                continue
+
+            results.extend(chunk_results)
+            position += len(chunk)
+        return results
+
+    def _run_chunk(self, chunk: list[PreparedItem]) -> list[ItemResult] | None:
+        """Return the chunk's results, or None after halving the batch size on out of memory."""
+        ids = [f"{item.work.question_id}@{item.work.rotation}" for item in chunk]
+        for attempt in (1, 2):
+            out_of_memory = False
+            try:
+                results = self.step(chunk)
+            except torch.cuda.OutOfMemoryError:
+                out_of_memory = True
+            except BATCH_ERRORS as error:
+                failure = f"{type(error).__name__}: {error}"
+                if attempt == 1:
+                    logger.warning("Batch %s failed (%s); retrying once", ids, failure)
+                else:
+                    logger.error("Batch %s failed again (%s); recording it as failed", ids, failure)
+                continue
+
+            if out_of_memory:
+                # Past the except clause its traceback, which references the batch's tensors, can be freed.
+                return self._back_off(chunk, ids)
+            if len(results) != len(chunk):
+                raise RuntimeError(f"The batch step returned {len(results)} results for {len(chunk)} items {ids}.")
+            return results
+        return [ItemResult(prediction=FAILED) for _ in chunk]
+
+    def _back_off(self, chunk: list[PreparedItem], ids: list[str]) -> list[ItemResult] | None:
+        _release_cached_memory()
+        if len(chunk) == 1:
+            logger.error("Out of memory at batch size 1 on %s; recording it as failed", ids)
+            return [ItemResult(prediction=FAILED)]
+
+        self.batch_size = max(1, len(chunk) // 2)
+        logger.warning("Out of memory on a batch of %d; retrying with batch size %d", len(chunk), self.batch_size)
+        return None
+
+
+def _release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,119 @@
+"""Tests of the command line (eval.cli, python -m eval) and the vLLM backend guard."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from eval.cli import EXIT_USAGE_ERROR, build_parser, main
+from eval.runner import PREDICTIONS_FILE, read_records
+from tests.conftest import REPO_ROOT
+
+if TYPE_CHECKING:
+    from tests.eval.tiny_models import BuiltDataset
+
+pytest_plugins = ["tests.eval.tiny_models"]
+
+
+def base_arguments(crossmed: BuiltDataset, out: Path) -> list[str]:
+    return [
+        "--dataset", str(crossmed.folder), "--config", crossmed.config, "--out", str(out), "--num-workers", "0",
+        "--n-bootstrap", "20", "--cache-dir", str(out.parent / "hf_cache"),
+    ]
+
+
+def test_help_states_units() -> None:
+    text = " ".join(build_parser().format_help().split())
+
+    assert "questions per forward pass" in text
+    assert "maximum generated tokens per question" in text
+    assert "first N questions" in text
+    assert "bfloat16 on CUDA and float32 on CPU" in text
+    assert "--trust-remote-code" in text
+    assert "--allow-pickle-weights" in text
+
+
+def test_parser_defaults() -> None:
+    options = build_parser().parse_args(["--dataset", "d", "--out", "runs/x", "--model", "m"])
+
+    assert options.split == "test"
+    assert options.mode == "generate"
+    assert options.batch_size == 8
+    assert options.max_new_tokens == 16
+    assert options.dtype == "auto"
+    assert options.backend == "hf"
+    assert options.trust_remote_code is False
+    assert options.allow_pickle_weights is False
+    assert options.blind is False
+    assert options.circular is False
+
+
+def test_parser_rejects_unknown_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--dataset", "d", "--out", "o", "--mode", "score"])
+
+    assert "invalid choice: 'score'" in capsys.readouterr().err
+
+
+def test_main_model_run(qwen2_vl_dir: Path, crossmed: BuiltDataset, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    arguments = ["--model", str(qwen2_vl_dir), "--mode", "likelihood", "--limit", "3", "--blind"]
+
+    assert main(arguments + base_arguments(crossmed, out)) == 0
+
+    records = read_records(out / PREDICTIONS_FILE)
+    assert len(records) == 3
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["blind"] is True
+    assert settings["mode"] == "likelihood"
+    assert settings["model"] == str(qwen2_vl_dir)
+
+
+def test_main_without_model_fails(
+    crossmed: BuiltDataset, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    status = main(base_arguments(crossmed, tmp_path / "run"))
+
+    assert status == EXIT_USAGE_ERROR
+    assert "No model given" in caplog.text
+
+
+def test_main_compare(crossmed: BuiltDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for baseline in ("random", "prior"):
+        assert main(["--baseline", baseline] + base_arguments(crossmed, tmp_path / baseline)) == 0
+    capsys.readouterr()
+    table_path = tmp_path / "compare.md"
+
+    status = main(["compare", str(tmp_path / "random"), str(tmp_path / "prior"), "--output", str(table_path)])
+
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "random" in printed
+    assert "prior" in printed
+    assert table_path.read_text() == printed
+    assert len(read_records(tmp_path / "random" / PREDICTIONS_FILE)) == crossmed.rows
+
+
+def test_python_m_eval_help() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "eval", "--help"], check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.startswith("usage: python -m eval")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_vllm_backend_names_install_command() -> None:
+    from eval.vllm_backend import VllmGenerator
+
+    with pytest.raises(ImportError, match="pip install vllm"):
+        VllmGenerator("org/model")
