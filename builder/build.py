@@ -8,9 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import datasets
+from datasets.exceptions import DatasetGenerationError
+
 from builder.export import export_pool, pool_files
 from builder.mat import TRIPLETS
-from builder.policy import BadInputLog
+from builder.policy import BadInputError, BadInputLog
 from builder.protocols import Protocol, all_protocols
 from builder.restore import BuildSettings
 from builder.splits import POOL_SPLITS
@@ -22,7 +25,7 @@ BUILD_SETTING_FIELDS = {item.name for item in fields(BuildSettings)} - {"ship_pi
 
 @dataclass
 class BuildResult:
-    """What a build produced: the export folder, row counts and the inputs it skipped."""
+    """The result of a build: the export folder, the row counts and the skipped inputs."""
 
     out_dir: Path
     pool_counts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -59,8 +62,12 @@ def build_and_export(
         builder = CrossMed(
             config_name="all", data_dir=str(data_dir), cache_dir=str(cache_dir or temporary), **config_kwargs
         )
-        builder.download_and_prepare(num_proc=num_proc)
-        pool = {split: builder.as_dataset(split=split) for split in POOL_SPLITS}
+        try:
+            builder.download_and_prepare(num_proc=num_proc)
+        except DatasetGenerationError as error:
+            _raise_bad_input(error)
+            raise
+        pool = {split: _pool_split(builder, split) for split in POOL_SPLITS}
         settings = BuildSettings(
             **{name: value for name, value in config_kwargs.items() if name in BUILD_SETTING_FIELDS},
             ship_pixels=dict(ship_pixels or {}),
@@ -74,6 +81,30 @@ def build_and_export(
         skipped = builder.skipped_inputs()
         del pool, builder
     return BuildResult(Path(out_dir), counts, skipped)
+
+
+def _raise_bad_input(error: DatasetGenerationError) -> None:
+    """Raise the BadInputError that ``datasets`` wrapped in ``error``, so the last traceback line names the file.
+
+    NOTE: with ``num_proc`` above 1 the worker's exception reaches this process
+    only as traceback text, so the caller re-raises ``error`` unchanged and the
+    file is named in that text.
+    """
+    cause = error.__cause__
+    if isinstance(cause, BadInputError):
+        raise BadInputError(cause.path, cause.reason) from error
+
+
+def _pool_split(builder: datasets.DatasetBuilder, split: str) -> datasets.Dataset:
+    """Return one pool split, empty when the build produced no row for it.
+
+    ``as_dataset`` raises "corresponds to no data" for a split without rows,
+    which a subset of sources or skipped inputs can leave behind.
+    """
+    if not builder.info.splits[split].num_examples:
+        features = builder.info.features
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+    return builder.as_dataset(split=split)
 
 
 def _count_values(values: list[int]) -> dict[int, int]:

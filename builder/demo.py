@@ -81,7 +81,7 @@ def _evaluate(export: Path, runs: Path) -> None:
     run_dirs = []
     for baseline in ("random", "prior"):
         run_dirs.append(runs / baseline)
-        evaluate(baseline=baseline, out=run_dirs[-1], **common)
+        evaluate(None, baseline=baseline, out=run_dirs[-1], **common)
 
     model_dir = build_tiny_model("qwen2_vl", runs / "tiny-qwen2-vl-model")
     print(
@@ -90,7 +90,7 @@ def _evaluate(export: Path, runs: Path) -> None:
     )
     for mode in ("likelihood", "generate"):
         run_dirs.append(runs / f"tiny-qwen2-vl-{mode}")
-        evaluate(model=str(model_dir), mode=mode, out=run_dirs[-1], batch_size=8, **common)
+        evaluate(str(model_dir), mode=mode, out=run_dirs[-1], batch_size=8, **common)
 
     print("\n" + compare_runs(run_dirs))
     print(f"\nReports: {', '.join(str(path / 'report.md') for path in run_dirs)}")

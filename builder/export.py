@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -218,7 +220,7 @@ def export_pool(
         raise FileExistsError(f"Export folder {out_dir} already exists; pass --overwrite to replace it")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{_owner_tag()}~", dir=out_dir.parent))
     try:
         protocols = all_protocols()
         sizes = write_pool_parquet(pool, staging, ship_pixels)
@@ -227,12 +229,67 @@ def export_pool(
             from builder.restore import write_build_settings
 
             write_build_settings(staging, build_settings)
+        _apply_umask(staging)
         _replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    remove_stale_staging(out_dir)
     logger.info("Exported %d configs to %s", len(protocols), out_dir)
     return out_dir
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Delete the staging folders of ``out_dir`` that killed exports on this host left behind.
+
+    An export writes ``.<name>.partial-<pid>-<host>~*`` next to ``out_dir`` and,
+    while it swaps folders, ``.<name>.previous-<pid>-<host>~``. A process killed
+    in between (SIGKILL, power loss) leaves them. A folder is stale when
+    ``<host>`` is this host and no process ``<pid>`` runs. Folders of other hosts
+    sharing the file system and of running processes are kept, and on Windows
+    every folder is kept.
+
+    Returns:
+        The folders deleted.
+    """
+    host = re.escape(socket.gethostname())
+    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.(?:partial|previous)-(\d+)-{host}~.*")
+    removed = []
+    for path in sorted(out_dir.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if match is None or not path.is_dir() or _process_running(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("Removed %s, left by an interrupted export (process %s)", path, match.group(1))
+        removed.append(path)
+    return removed
+
+
+def _owner_tag() -> str:
+    """Return ``<pid>-<host>``, which names the staging folders of this process."""
+    return f"{os.getpid()}-{socket.gethostname()}"
+
+
+def _process_running(pid: int) -> bool:
+    if os.name == "nt":
+        # On Windows os.kill(pid, 0) terminates the process, so every folder counts as in use.
+        return True
+    try:
+        # Signal 0 checks that the process exists without signalling it.
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # The process exists but belongs to another user.
+        return True
+    return True
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give the staging folder the permissions of a folder made with mkdir; mkdtemp makes it private (0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def _replace_folder(staging: Path, out_dir: Path) -> None:
@@ -240,7 +297,7 @@ def _replace_folder(staging: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         os.replace(staging, out_dir)
         return
-    previous = out_dir.with_name(f".{out_dir.name}.previous-{os.getpid()}")
+    previous = out_dir.with_name(f".{out_dir.name}.previous-{_owner_tag()}~")
     os.replace(out_dir, previous)
     os.replace(staging, out_dir)
     shutil.rmtree(previous, ignore_errors=True)

@@ -39,7 +39,7 @@ def compare_runs(run_dirs: list[Path]) -> str:
     rows: list[tuple[str, list[str]]] = [
         ("Model", [_setting(run, "model") or _setting(run, "baseline") or MISSING for run in runs]),
         ("Config", [_setting(run, "config") or MISSING for run in runs]),
-        ("Mode", [_setting(run, "mode") or MISSING for run in runs]),
+        ("Mode", [_setting(run, "baseline") or _setting(run, "mode") or MISSING for run in runs]),
         ("Accuracy, overall", [_accuracy_cell(run["metrics"]["overall"]) for run in runs]),
     ]
     for triplet in triplets:

@@ -218,7 +218,8 @@ class CheXpertReader(SourceReader):
             each with one item whose view is ``"image"``.
 
         Raises:
-            BadInputError: under the default policy, for a row with an invalid
+            BadInputError: under the default policy, for a table that is empty,
+                not UTF-8 or lacks a column. Also for a row with an invalid
                 label, an unsafe or unrecognized ``Path``, a missing image, an
                 unknown ``Frontal/Lateral`` value or a repeated image.
         """
@@ -289,7 +290,14 @@ class CheXpertReader(SourceReader):
             if not csv_path.is_file():
                 logger.info("CheXpert: %s not found, reading the other table only", csv_path)
                 continue
-            for index, row in enumerate(read_csv_rows(csv_path, required), start=1):
+            try:
+                rows = read_csv_rows(csv_path, required)
+            except BadInputError as error:
+                # An empty or undecodable table goes through the policy like a bad row,
+                # so "skip" still reads the other table.
+                self.bad_inputs.report(self.name, error.path, error.reason)
+                continue
+            for index, row in enumerate(rows, start=1):
                 yield csv_path, index, row
 
     def _case_from_row(self, csv_path: Path, index: int, row: dict[str, str]) -> Case | None:
