@@ -80,18 +80,23 @@ def plot_segmentation_examples(
         when there is no segmentation prediction to draw.
     """
     row_index = {question_id: index for index, question_id in enumerate(dataset["id"])}
-    chosen = [
-        record
-        for record in predictions
-        if record.get("task") == "Segmentation" and record.get("rotation", 0) == 0 and record["id"] in row_index
-    ][:limit]
+    chosen = []
+    for record in predictions:
+        if len(chosen) == limit:
+            break
+        if record.get("task") != "Segmentation" or record.get("rotation", 0) != 0 or record["id"] not in row_index:
+            continue
+        row = dataset[row_index[record["id"]]]
+        # Rows published without pixels have no image to draw on.
+        if row["image"] is not None:
+            chosen.append((row, record))
     if not chosen:
-        logger.info("No segmentation predictions to draw; %s not written", SEGMENTATION_PLOT)
+        logger.info("No segmentation predictions with images to draw; %s not written", SEGMENTATION_PLOT)
         return None
 
     figure = Figure(figsize=(3.2 * len(chosen), 3.8), dpi=_DPI, layout="constrained")
-    for axes, record in zip(figure.subplots(1, len(chosen), squeeze=False)[0], chosen, strict=True):
-        _draw_segmentation_example(axes, dataset[row_index[record["id"]]], record)
+    for axes, (row, record) in zip(figure.subplots(1, len(chosen), squeeze=False)[0], chosen, strict=True):
+        _draw_segmentation_example(axes, row, record)
     return save_figure(figure, Path(run_dir) / SEGMENTATION_PLOT)
 
 

@@ -115,6 +115,14 @@ def test_plot_segmentation_examples_none(tmp_path: Path, test_split) -> None:
     assert not (tmp_path / "segmentation_examples.png").exists()
 
 
+def test_plot_segmentation_examples_without_pixels(tmp_path: Path, test_split) -> None:
+    predictions = random_predictions(test_split, seed=0)
+    blank = test_split.map(lambda row: {"image": None, "mask": None})
+
+    assert plot_segmentation_examples(tmp_path, blank, predictions) is None
+    assert not (tmp_path / "segmentation_examples.png").exists()
+
+
 def test_compare_runs_table(tmp_path: Path, test_split) -> None:
     train = make_crossmed_dataset(tmp_path / "train", n_rows=20, seed=1, split="train")
     random = random_predictions(test_split, seed=0)
