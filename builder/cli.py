@@ -1,4 +1,4 @@
-"""Command line: ``python crossmed.py build|demo|generate-sources``."""
+"""Command line: ``python crossmed.py build|demo|generate-sources|export-formats``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,22 @@ def make_parser() -> argparse.ArgumentParser:
     sources.add_argument("--subjects", type=int, default=40, help="subjects per source (default 40)")
     sources.add_argument("--seed", type=int, default=0, help="seed of the phantoms (default 0)")
 
+    formats = commands.add_parser(
+        "export-formats", help="write one config of an export folder for VLMEvalKit, lmms-eval or LLaVA fine-tuning",
+    )
+    formats.add_argument("--folder", type=Path, required=True, help="export folder written by `build`")
+    formats.add_argument("--config", required=True, help="config to write, e.g. unrelated")
+    formats.add_argument("--out", type=Path, required=True, help="folder to write the formats into")
+    formats.add_argument(
+        "--formats", nargs="+", default=None, metavar="FORMAT",
+        help="vlmevalkit (test split TSV), lmms_eval (task folder), conversations (train split JSON Lines); default all",
+    )
+    formats.add_argument(
+        "--dataset-path", default=None,
+        help="Hub id or folder written into the lmms-eval task (default: the absolute path of --folder)",
+    )
+    formats.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
     demo = commands.add_parser(
         "demo", help="generate synthetic sources, build and export every config, load one back, evaluate baselines",
     )
@@ -98,6 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "build":
         return _run_build(args)
+    if args.command == "export-formats":
+        from builder.formats import FORMATS, export_formats
+
+        written = export_formats(
+            args.folder, args.config, args.out, tuple(args.formats or FORMATS),
+            dataset_path=args.dataset_path, overwrite=args.overwrite,
+        )
+        print("\n".join(f"{name}: {path}" for name, path in written.items()))
+        return 0
     from builder.demo import run_demo
 
     return run_demo(args)
