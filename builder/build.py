@@ -58,6 +58,9 @@ def build_and_export(
     """
     from crossmed import CrossMed
 
+    if Path(out_dir).exists() and not overwrite:
+        raise FileExistsError(f"Export folder {out_dir} already exists; pass --overwrite to replace it")
+
     with tempfile.TemporaryDirectory(prefix="crossmed-cache-") as temporary:
         builder = CrossMed(
             config_name="all", data_dir=str(data_dir), cache_dir=str(cache_dir or temporary), **config_kwargs

@@ -101,11 +101,35 @@ def parse_caps(entries: Sequence[str], no_caps: bool) -> dict[str, int] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return the exit status."""
-    args = make_parser().parse_args(argv)
+    """Run the command line and return the exit status: 0 on success, 1 on an input error, 2 on a usage error."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    _check_arguments(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("datasets").setLevel(logging.WARNING)
 
+    try:
+        return _run(args)
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as error:
+        # Input errors carry their own explanation (file, value, what to do); a traceback adds nothing.
+        logger.error("%s", error)
+        return 1
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject option values that would only fail later, after minutes of work."""
+    max_side = getattr(args, "max_side", 0)
+    if max_side and max_side < 16:
+        parser.error(f"--max-side {max_side} is invalid: expected 0 (keep source sizes) or at least 16 pixels")
+    num_proc = getattr(args, "num_proc", None)
+    if num_proc is not None and num_proc < 1:
+        parser.error(f"--num-proc {num_proc} is invalid: expected 1 or more processes")
+    out = getattr(args, "out", None)
+    if args.command == "build" and out is not None and out.exists() and not args.overwrite:
+        parser.error(f"--out {out} already exists; pass --overwrite to replace it")
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "generate-sources":
         from builder.synthetic import generate_sources
 

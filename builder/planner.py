@@ -84,11 +84,13 @@ def plan_questions(
         ValueError: naming a question id that two cases produce.
     """
     candidates = _collect_candidates(cases)
-    candidates = _apply_caps(candidates, seed, caps or {})
 
-    groups: dict[tuple[Triplet, str], list[_Candidate]] = defaultdict(list)
-    for candidate in candidates:
-        groups[(candidate.item.triplet, candidate.split)].append(candidate)
+    # Caps apply to questions that can have distractors, so a cap of N keeps close to N questions.
+    # Capping can remove the only correct answer of a text that other questions use as a distractor,
+    # so the distractor rule runs again afterwards.
+    groups = _filter_groups(_group(candidates))
+    candidates = _apply_caps([member for members in groups.values() for member in members], seed, caps or {})
+    groups = _filter_groups(_group(candidates))
 
     jobs: dict[tuple[str, str], CaseJob] = {}
     for (triplet, split), members in sorted(groups.items(), key=lambda entry: (TRIPLETS.index(entry[0][0]), entry[0][1])):
@@ -99,6 +101,25 @@ def plan_questions(
     for job in jobs.values():
         job.questions.sort(key=lambda plan: plan.id)
     return [jobs[key] for key in sorted(jobs)]
+
+
+def _group(candidates: Iterable[_Candidate]) -> dict[tuple[Triplet, str], list[_Candidate]]:
+    groups: dict[tuple[Triplet, str], list[_Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        groups[(candidate.item.triplet, candidate.split)].append(candidate)
+    return groups
+
+
+def _filter_groups(groups: dict[tuple[Triplet, str], list[_Candidate]]) -> dict[tuple[Triplet, str], list[_Candidate]]:
+    """Apply the distractor rule to every classification group; segmentation groups pass unchanged."""
+    return {
+        (triplet, split): (
+            _drop_without_distractors(triplet, split, sorted(members, key=lambda candidate: candidate.id))
+            if triplet.task == "Classification"
+            else members
+        )
+        for (triplet, split), members in groups.items()
+    }
 
 
 def _collect_candidates(cases: Iterable[Case]) -> list[_Candidate]:
@@ -119,6 +140,11 @@ def _collect_candidates(cases: Iterable[Case]) -> list[_Candidate]:
 
 
 def _apply_caps(candidates: list[_Candidate], seed: int, caps: Mapping[Triplet, int]) -> list[_Candidate]:
+    """Keep at most ``caps[triplet]`` questions per triplet, shared over the pool splits in proportion to their size.
+
+    Within each (triplet, split) the questions whose stable hash ranks first are
+    kept, so the choice does not depend on the order of the sources.
+    """
     by_triplet: dict[Triplet, list[_Candidate]] = defaultdict(list)
     for candidate in candidates:
         by_triplet[candidate.item.triplet].append(candidate)
@@ -126,18 +152,31 @@ def _apply_caps(candidates: list[_Candidate], seed: int, caps: Mapping[Triplet, 
     kept = []
     for triplet, members in by_triplet.items():
         cap = caps.get(triplet)
-        if cap is not None and len(members) > cap:
-            members = sorted(members, key=lambda candidate: stable_fraction(seed, "cap", candidate.id))[:cap]
-            logger.info("Capped %s at %d questions", triplet.name, cap)
-        kept.extend(members)
+        if cap is None or len(members) <= cap:
+            kept.extend(members)
+            continue
+
+        logger.info("Capped %s at %d questions", triplet.name, cap)
+        for split, quota in _split_quotas(members, cap).items():
+            in_split = [candidate for candidate in members if candidate.split == split]
+            ranked = sorted(in_split, key=lambda candidate: stable_fraction(seed, "cap", candidate.id))
+            kept.extend(ranked[:quota])
     return kept
+
+
+def _split_quotas(members: list[_Candidate], cap: int) -> dict[str, int]:
+    """Share ``cap`` over the pool splits in proportion to their question counts (largest remainders)."""
+    sizes = Counter(candidate.split for candidate in members)
+    exact = {split: cap * count / len(members) for split, count in sizes.items()}
+    quotas = {split: int(value) for split, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda split: (quotas[split] - exact[split], split))
+    for split in by_remainder[: cap - sum(quotas.values())]:
+        quotas[split] += 1
+    return quotas
 
 
 def _plan_group(triplet: Triplet, split: str, members: list[_Candidate], seed: int) -> list[tuple[_Candidate, QuestionPlan]]:
     members = sorted(members, key=lambda candidate: candidate.id)
-    if triplet.task == "Classification":
-        members = _drop_without_distractors(triplet, split, members)
-
     letters = _balanced_letters(len(members), seed, triplet, split)
     answer_pool = sorted({candidate.item.answer for candidate in members if candidate.item.answer is not None})
 

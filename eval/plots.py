@@ -123,6 +123,10 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(payload)
+        # mkstemp creates the file readable by its owner only; give it the permissions open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except OSError:
         Path(temporary).unlink(missing_ok=True)

@@ -116,7 +116,9 @@ def render_report(results: dict[str, Any], *, segmentation_examples: bool = Fals
     if settings.get("random_weights"):
         lines += [
             "",
-            "> The model weights are random (`random_weights` is true), so accuracy at chance level is expected.",
+            "> The model weights are random (`random_weights` is true), so accuracy at chance level is expected in "
+            "likelihood mode. In generate mode such a model mostly writes text that names no option, which counts "
+            "as invalid and wrong, so accuracy can fall below chance.",
         ]
     lines += [
         "",

@@ -126,3 +126,24 @@ def test_segmentation_plans_have_no_options():
     assert all(plan.options is None for job in jobs for plan in job.questions)
     assert sum(split_counts(jobs).values()) == 12
     assert {plan.answer_index for job in jobs for plan in job.questions} <= set(range(len(LETTERS)))
+
+
+def test_caps_shared_over_splits():
+    item = ItemSpec("image", XRAY_LUNG_SEGMENTATION, "image")
+    cases = [Case("siim", f"img{i}", f"pat{i}", ("a.dcm",), (item,)) for i in range(400)]
+    uncapped = Counter(plan.split for job in plan_questions(cases, seed=0) for plan in job.questions)
+
+    capped = Counter(plan.split for job in plan_questions(cases, seed=0, caps={XRAY_LUNG_SEGMENTATION: 100}) for plan in job.questions)
+
+    assert sum(capped.values()) == 100
+    for split, count in uncapped.items():
+        assert abs(capped[split] - 100 * count / 400) <= 1, (split, capped, uncapped)
+
+
+def test_cap_counts_questions_with_distractors():
+    cases = [chest_case(i, FINDINGS[i % 5], tuple(f for f in FINDINGS if f != FINDINGS[i % 5])) for i in range(300)]
+    cases += [chest_case(1000 + i, "Edema", ("Fracture",)) for i in range(300)]
+
+    jobs = plan_questions(cases, seed=0, caps={XRAY_LUNG_CLASSIFICATION: 200})
+
+    assert sum(len(job.questions) for job in jobs) == 200
