@@ -181,7 +181,9 @@ def _settings_lines(settings: dict[str, Any], results: dict[str, Any]) -> list[s
         ("blind", "Blind (no image)"),
         ("circular", "Circular evaluation"),
     ]
-    lines = [f"- {label}: `{settings[key]}`" for key, label in labels if settings.get(key) is not None]
+    # A baseline run has no model, so its generation mode would only mislead.
+    shown = [(key, label) for key, label in labels if not (key == "mode" and settings.get("baseline"))]
+    lines = [f"- {label}: `{settings[key]}`" for key, label in shown if settings.get(key) is not None]
     lines.append(f"- Dataset fingerprint: `{results['dataset_fingerprint']}`")
     versions = ", ".join(f"{name} {version}" for name, version in results["versions"].items() if version)
     lines.append(f"- Versions: {versions}")
