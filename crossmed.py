@@ -20,6 +20,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -98,6 +99,17 @@ class CrossMed(datasets.GeneratorBasedBuilder):
     def manual_download_instructions(self) -> str:
         return MANUAL_DOWNLOAD_INSTRUCTIONS
 
+    def download_and_prepare(self, *args: Any, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Build the splits, decoding cases in ``num_proc`` processes; other arguments go to ``datasets``.
+
+        ``datasets`` would give each process one contiguous block of cases, so
+        one process could get every BraTS volume while the other sat idle.
+        Here a process pool takes one case at a time and the rows are written
+        in job order by this process, so the output equals a one-process build.
+        """
+        self.decode_workers = num_proc or 1
+        super().download_and_prepare(*args, **kwargs)
+
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=DESCRIPTION,
@@ -162,7 +174,7 @@ class CrossMed(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, jobs: list[CaseJob], settings: GenerationSettings):
         """Yield ``(id, row)`` pairs, raising on a repeated id (``datasets`` no longer checks keys since 4.4.2)."""
         seen: set[str] = set()
-        for key, row in generate_rows(jobs, settings):
+        for key, row in generate_rows(jobs, settings, workers=getattr(self, "decode_workers", 1)):
             if key in seen:
                 raise ValueError(f"Duplicate example id {key!r} in config {self.config.name!r}")
             seen.add(key)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import datasets
 from datasets.utils.py_utils import asdict
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCardData
 
 from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE, card_body
 from builder.features import crossmed_features
@@ -183,7 +183,10 @@ def write_card(
     datasets.info.DatasetInfosDict(infos).to_dataset_card_data(card_data)
 
     body = card_body(REPO_ROOT / "README.md", protocols, ship_pixels or {}, changelog)
-    DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").save(out_dir / "README.md")
+    # DatasetCard(text).save() would parse this YAML and dump it again, which returns the same
+    # text for this card and costs about 0.2 s per export, so the text is written as it is.
+    card_text = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
+    (out_dir / "README.md").write_text(card_text, encoding="utf-8", newline="")
     (out_dir / "LICENSE").write_text(_license_text(), encoding="utf-8")
     with (out_dir / "dataset_infos.json").open("w", encoding="utf-8") as stream:
         json.dump({name: asdict(info) for name, info in infos.items()}, stream, indent=2)

@@ -138,6 +138,8 @@ def robust_scale_mri(
     MRI intensities have no absolute unit, and a few very bright voxels
     (vessels, artefacts) would darken a min-max scaling, so the window comes
     from percentiles over the brain. Values outside the window are clipped.
+    This is :func:`scale_mri` applied to the whole volume with the window of
+    :func:`mri_window`.
 
     Args:
         volume: A 3D array of any real dtype.
@@ -150,20 +152,67 @@ def robust_scale_mri(
         A ``uint8`` array of the same shape. NaN and infinite voxels are 0.
         All zeros when the mask selects no voxel.
     """
-    data = np.asarray(volume, dtype=np.float64)
-    finite = np.isfinite(data)
-    if not finite.all():
-        logger.warning("%s: %d NaN or infinite voxels shown as 0", name or "MRI volume", int((~finite).sum()))
-        data = np.where(finite, data, 0.0)
+    return scale_mri(volume, mri_window(volume, brain_mask, name))
 
-    mask = data != 0 if brain_mask is None else np.asarray(brain_mask, dtype=bool) & finite
-    brain = data[mask]
+
+def mri_window(
+    volume: np.ndarray, brain_mask: np.ndarray | None = None, name: str = ""
+) -> tuple[float, float] | None:
+    """Return the 0.5th and 99.5th percentiles of the brain voxels of an MRI volume.
+
+    Non-finite voxels count as 0, so they are outside the default brain mask.
+    Only the brain voxels are converted to float64, so the volume is not
+    copied whole.
+
+    Args:
+        volume: A 3D array of any real dtype.
+        brain_mask: A boolean array of the same shape marking brain voxels.
+            Default: the nonzero finite voxels.
+        name: The file name, used in the warnings.
+
+    Returns:
+        ``(low, high)`` in the volume's intensity unit, or None when the mask
+        selects no voxel (a warning is logged).
+    """
+    data = np.asarray(volume)
+    finite = None
+    if data.dtype.kind not in "iub":
+        finite = np.isfinite(data)
+        if finite.all():
+            finite = None
+        else:
+            logger.warning("%s: %d NaN or infinite voxels shown as 0", name or "MRI volume", int((~finite).sum()))
+
+    mask = data != 0 if brain_mask is None else np.asarray(brain_mask, dtype=bool)
+    if finite is not None:
+        mask = mask & finite
+    brain = data[mask].astype(np.float64)
     if brain.size == 0:
         logger.warning("%s: no brain voxels to scale; the volume is shown black", name or "MRI volume")
-        return np.zeros(data.shape, dtype=np.uint8)
+        return None
 
     low, high = np.percentile(brain, MRI_PERCENTILES)
-    return scale_to_uint8(data, float(low), float(high))
+    return float(low), float(high)
+
+
+def scale_mri(values: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """Scale MRI voxels (a volume or one of its slices) to 8 bit with a window from :func:`mri_window`.
+
+    Args:
+        values: Any real-valued array.
+        window: ``(low, high)``, or None to return all zeros.
+
+    Returns:
+        A C-contiguous ``uint8`` array of the same shape. NaN and infinite values are 0.
+    """
+    data = np.asarray(values, dtype=np.float64)
+    if window is None:
+        return np.zeros(data.shape, dtype=np.uint8)
+
+    finite = np.isfinite(data)
+    if not finite.all():
+        data = np.where(finite, data, 0.0)
+    return np.ascontiguousarray(scale_to_uint8(data, *window))
 
 
 def lung_window(hu: np.ndarray) -> np.ndarray:

@@ -38,7 +38,8 @@ from builder.volumes import (
     axial_slice_radiological,
     label_volume,
     load_canonical,
-    robust_scale_mri,
+    mri_window,
+    scale_mri,
     slice_options,
     top_slices,
     volume_array,
@@ -407,7 +408,8 @@ class BraTSReader(SourceReader):
         """Decode one case: four scaled sequences and, where present, the tumour mask.
 
         Volumes are read one at a time and reoriented to RAS+. Each sequence is
-        scaled to 8 bit by builder.volumes.robust_scale_mri.
+        scaled to 8 bit as builder.volumes.robust_scale_mri does, with the
+        window of the whole volume applied to the chosen slices only.
 
         Returns:
             ``{view: Sample}`` for every rank that has a slice: ``uint8`` images
@@ -442,13 +444,14 @@ class BraTSReader(SourceReader):
                 brain_area = area_per_slice(np.isfinite(data) & (data != 0))
                 slices = self._ranked(brain_area)
 
-            scaled = robust_scale_mri(data, name=relative)
-            del data
+            # Only the chosen slices are scaled; the window still comes from the whole brain.
+            window = mri_window(data, name=relative)
             for rank, k in enumerate(slices):
-                image = axial_slice_radiological(scaled, k).copy()
+                image = scale_mri(axial_slice_radiological(data, k), window)
                 views[f"r{rank}-{seq}"] = Sample(image=image, slice_index=k, source_file=relative)
                 if seq == "flair" and k in masks:
                     views[f"r{rank}-seg"] = Sample(image=image, mask=masks[k], slice_index=k, source_file=relative)
+            del data
         return views
 
     def _tumour_masks(self, relative: str, naming: Naming) -> tuple[dict[int, np.ndarray], tuple[int, ...]]:

@@ -1,0 +1,266 @@
+"""Evaluation harness overhead: wall time of ``eval.api.evaluate`` over the model's own forward/generate time.
+
+A tiny Qwen2-VL with random weights (``eval.tiny.build_tiny_model``) scores
+the first questions of the ``unrelated`` test split of a synthetic export on
+the CPU. The model's time is measured by wrapping ``generate`` and ``forward``
+of the loaded model instance (a forward call made inside ``generate`` is
+counted once, as part of ``generate``). Everything else in ``evaluate`` is
+harness: loading the split, decoding images, the processor, answer
+extraction, writing predictions, metrics with bootstrap intervals, the report
+and plots. The scoring loop alone (batches, model calls, prediction writes)
+is timed too, because the fixed costs weigh heavily on a model this small.
+
+NOTE: the wrapping reaches into ``eval.runner.load_model`` and
+``eval.runner._run_model``, which ``evaluate`` calls; a rename there makes
+this benchmark fail with a message naming the missing function.
+
+Run: ``python -m bench.eval_overhead [--questions 128] [--subjects 120]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Figure,
+    Report,
+    Timer,
+    at_most,
+    base_parser,
+    command_line,
+    run_benchmark,
+    synthetic_sources,
+    timed_attribute,
+    work_folder,
+)
+
+TARGET_OVERHEAD = 1.10
+DEFAULT_SUBJECTS = 120
+CONFIG = "unrelated"
+
+
+class ModelClock:
+    """Wall time spent in the model's outermost ``generate`` or ``forward`` calls, in seconds.
+
+    Args:
+        synchronize: Called before a timed call returns, e.g. ``torch.cuda.synchronize``,
+            so that GPU work queued by the call is counted in it.
+    """
+
+    def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
+        self.timer = Timer()
+        self._depth = 0
+        self._synchronize = synchronize
+
+    def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """Return ``method`` timed, counting only calls not nested in another timed call."""
+
+        @functools.wraps(method)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return method(*args, **kwargs)
+            self._depth += 1
+            try:
+                with self.timer.measure():
+                    result = method(*args, **kwargs)
+                    if self._synchronize is not None:
+                        self._synchronize()
+                    return result
+            finally:
+                self._depth -= 1
+
+        return timed
+
+
+@contextmanager
+def clocked_models(clock: ModelClock) -> Iterator[None]:
+    """Make every model that ``eval.runner`` loads report its generate and forward time to ``clock``."""
+    from eval import runner
+
+    if not hasattr(runner, "load_model"):
+        raise RuntimeError("eval.runner no longer calls load_model; update bench.eval_overhead to wrap the new loader")
+    original = runner.load_model
+
+    def load_and_wrap(*args: Any, **kwargs: Any) -> Any:
+        loaded = original(*args, **kwargs)
+        model = loaded.model
+        # Instance attributes shadow the class methods, so model(...) and the
+        # forward calls inside generate go through the wrappers.
+        model.forward = clock.wrap(model.forward)
+        model.generate = clock.wrap(model.generate)
+        return loaded
+
+    runner.load_model = load_and_wrap
+    try:
+        yield
+    finally:
+        runner.load_model = original
+
+
+@dataclass
+class EvalTiming:
+    """One evaluation: questions scored and times in seconds."""
+
+    questions: int
+    wall: float
+    loop: float
+    model: float
+
+    @property
+    def per_second(self) -> float:
+        """Questions per second over the whole ``evaluate`` call."""
+        return self.questions / self.wall
+
+
+def timed_evaluation(
+    model: Path | str,
+    export: Path,
+    out: Path,
+    mode: str,
+    batch_size: int,
+    questions: int,
+    synchronize: Callable[[], None] | None = None,
+) -> EvalTiming:
+    """Run ``evaluate`` once in this process on the ``unrelated`` test split and return its times.
+
+    Args:
+        model: A model folder or Hub id.
+        export: The CrossMed export folder.
+        out: The run folder; use a new one per call, or the run resumes.
+        mode: ``"generate"`` or ``"likelihood"``.
+        batch_size: Questions per batch.
+        questions: The ``limit`` of questions scored.
+        synchronize: Passed to :class:`ModelClock`.
+    """
+    from eval import runner
+    from eval.api import evaluate
+
+    if not hasattr(runner, "_run_model"):
+        raise RuntimeError("eval.runner has no _run_model; update bench.eval_overhead to time the new scoring loop")
+    clock, loop = ModelClock(synchronize), Timer()
+    with clocked_models(clock), timed_attribute(runner, "_run_model", loop):
+        start = time.perf_counter()
+        evaluate(str(model), str(export), CONFIG, out=out, mode=mode, batch_size=batch_size, limit=questions)
+        wall = time.perf_counter() - start
+    return EvalTiming(questions, wall, loop.seconds, clock.timer.seconds)
+
+
+def prepare(work: Path, subjects: int) -> tuple[Path, Path]:
+    """Return a synthetic export and a tiny Qwen2-VL folder under ``work``, creating them on first use."""
+    from builder.build import build_and_export
+    from eval.tiny import build_tiny_model
+
+    export = work / f"export-{subjects}"
+    if not (export / "README.md").is_file():
+        build_and_export(synthetic_sources(work, subjects), export, overwrite=True)
+    model = work / "tiny-qwen2_vl"
+    if not (model / "config.json").is_file():
+        build_tiny_model("qwen2_vl", model)
+    return export, model
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Score the same questions in generate mode (batch 8 and 1) and likelihood mode (batch 8)."""
+    report = Report("Evaluation harness overhead (tiny Qwen2-VL, CPU)", command_line("bench.eval_overhead"))
+    with work_folder(args.work) as work:
+        export, model = prepare(work, args.subjects)
+        settings = {"generate-8": ("generate", 8), "likelihood-8": ("likelihood", 8), "generate-1": ("generate", 1)}
+        # A first short run loads the libraries and warms the caches that every later run reuses.
+        timed_evaluation(model, export, work / "eval-warmup", "generate", 8, min(8, args.questions))
+        timings = {
+            name: timed_evaluation(model, export, work / f"eval-{name}-{time.time_ns()}", mode, size, args.questions)
+            for name, (mode, size) in settings.items()
+        }
+
+    generate = timings["generate-8"]
+    report.figures.append(
+        at_most(
+            "evaluate wall time / model time (generate, batch 8)",
+            generate.wall / generate.model,
+            TARGET_OVERHEAD,
+            note=f"{generate.wall:.2f} s against {generate.model:.2f} s, {generate.questions} questions",
+        )
+    )
+    report.figures.append(
+        Figure(
+            "scoring loop / model time (generate, batch 8)",
+            generate.loop / generate.model,
+            "x",
+            note=f"{generate.loop:.2f} s: batches, model calls and prediction writes only",
+        )
+    )
+    per_question = (generate.loop - generate.model) / generate.questions
+    report.figures.append(
+        Figure(
+            "scoring-loop time per question beyond the model (generate, batch 8)",
+            per_question * 1000,
+            "ms",
+            note=f"the loop adds at most 10% for a model that takes {per_question * 10 * 1000:.0f} ms or more per question",
+        )
+    )
+    report.figures.append(
+        Figure(
+            "fixed cost of evaluate outside the scoring loop",
+            generate.wall - generate.loop,
+            "s",
+            note="loading the split, metrics, bootstrap, report and plots",
+        )
+    )
+    likelihood = timings["likelihood-8"]
+    report.figures.append(
+        Figure(
+            "evaluate wall time / model time (likelihood, batch 8)",
+            likelihood.wall / likelihood.model,
+            "x",
+            note=f"{likelihood.wall:.2f} s against {likelihood.model:.2f} s",
+        )
+    )
+    report.figures.append(
+        Figure(
+            "likelihood / generate questions per second (batch 8)",
+            likelihood.per_second / generate.per_second,
+            "x",
+            note=f"{likelihood.per_second:.1f} against {generate.per_second:.1f} questions/s",
+        )
+    )
+    single = timings["generate-1"]
+    report.figures.append(
+        Figure(
+            "batch 8 / batch 1 questions per second (generate)",
+            generate.per_second / single.per_second,
+            "x",
+            note=f"batch 1: {single.per_second:.1f} questions/s, model time {single.model:.2f} s",
+        )
+    )
+    for name, timing in timings.items():
+        report.details.append(
+            f"{name}: {timing.questions} questions, evaluate {timing.wall:.2f} s, scoring loop {timing.loop:.2f} s, "
+            f"model {timing.model:.2f} s"
+        )
+    return report
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the command-line parser of this benchmark."""
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=128, help="questions scored per run (default 128)")
+    parser.add_argument(
+        "--subjects", type=int, default=DEFAULT_SUBJECTS, help="synthetic subjects per source (default 120)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the machine, the command and the figures."""
+    return run_benchmark(parser(), run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
