@@ -27,7 +27,7 @@ import datasets
 from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE
 from builder.features import crossmed_features
 from builder.generation import GenerationSettings, generate_rows
-from builder.mat import SOURCES
+from builder.mat import SOURCES, check_choice
 from builder.pipeline import DEFAULT_CAPS, PlanSettings, build_plan, select_jobs
 from builder.planner import CaseJob
 from builder.policy import POLICIES, BadInputLog
@@ -45,8 +45,8 @@ Put them in one folder, one subfolder per source, as each source ships:
   SOURCES/brats/MICCAI_BraTS2020_TrainingData/BraTS20_Training_NNN/...
   SOURCES/mosmed/{studies/CT-0 ... CT-4/,masks/,dataset_registry.xlsx}
 
-then pass data_dir="SOURCES". The README section 'Getting the sources' gives the
-download page of each source.
+then pass data_dir="SOURCES" (--data-dir SOURCES on the command line). The README
+section 'Getting the sources' gives the download page of each source.
 """
 
 
@@ -77,8 +77,18 @@ class CrossMedConfig(datasets.BuilderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field, raising a ValueError that names the field and the valid values.
+
+        ``datasets`` sets keyword overrides on a copy of a predefined config
+        without calling ``__post_init__`` again, so the builder calls this too.
+        """
         self.protocol = self.protocol or self.name
         get_protocol(self.protocol)
+        for source in self.sources:
+            check_choice("source", source, SOURCES)
         if self.on_bad_input not in POLICIES:
             raise ValueError(f"Invalid on_bad_input {self.on_bad_input!r}: expected one of {', '.join(POLICIES)}.")
         if self.max_side is not None and self.max_side < 16:
@@ -120,10 +130,12 @@ class CrossMed(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
+        self.config.validate()
         data_dir = self._checked_data_dir(dl_manager)
         settings = self.config
         self.bad_inputs = BadInputLog(settings.on_bad_input)
-        self.skip_log_dir = tempfile.mkdtemp(prefix="crossmed-skipped-")
+        self._skip_log_folder = tempfile.TemporaryDirectory(prefix="crossmed-skipped-")
+        self.skip_log_dir = self._skip_log_folder.name
 
         plan_settings = PlanSettings(
             data_dir=data_dir,
@@ -184,8 +196,10 @@ class CrossMed(datasets.GeneratorBasedBuilder):
         """Return every input skipped by the last ``download_and_prepare``, from all worker processes."""
         log = BadInputLog(self.config.on_bad_input)
         log.extend(getattr(self, "bad_inputs", BadInputLog("skip")))
-        for path in sorted(Path(getattr(self, "skip_log_dir", "")).glob("skipped-*.jsonl")):
-            log.extend(BadInputLog.load(path))
+        folder = getattr(self, "skip_log_dir", None)
+        if folder is not None:
+            for path in sorted(Path(folder).glob("skipped-*.jsonl")):
+                log.extend(BadInputLog.load(path))
         return log
 
 

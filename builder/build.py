@@ -89,9 +89,8 @@ def build_and_export(
 def _raise_bad_input(error: DatasetGenerationError) -> None:
     """Raise the BadInputError that ``datasets`` wrapped in ``error``, so the last traceback line names the file.
 
-    NOTE: with ``num_proc`` above 1 the worker's exception reaches this process
-    only as traceback text, so the caller re-raises ``error`` unchanged and the
-    file is named in that text.
+    Errors of worker processes arrive here as BadInputError too, because the
+    decoding pool rebuilds them in the main process.
     """
     cause = error.__cause__
     if isinstance(cause, BadInputError):

@@ -104,6 +104,9 @@ def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[i
         return 0, 0
 
     folder.mkdir(parents=True, exist_ok=True)
+    # After a filter, subset.data is still the whole split's table; flattening keeps only this part's rows,
+    # so the sizes below (shards, row groups, num_bytes) are this part's own.
+    subset = subset.flatten_indices()
     nbytes = subset.data.nbytes
 
     shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))

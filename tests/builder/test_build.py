@@ -268,3 +268,27 @@ def test_zero_overlap_headline(demo_build):
     protocol = get_protocol("zero_overlap")
     loaded = demo_build.load("zero_overlap", split="test")
     assert set(names(loaded, "triplet")) == {protocol.test[0].name}
+
+
+def test_builder_override_validated(demo_build, tmp_path):
+    from crossmed import CrossMed
+
+    builder = CrossMed(config_name="all", data_dir=str(demo_build.sources), cache_dir=str(tmp_path), max_side=5)
+    with pytest.raises(ValueError, match="Invalid max_side 5"):
+        builder.download_and_prepare()
+
+
+def test_builder_removes_skip_log_folder(demo_build, tmp_path):
+    import gc
+    from pathlib import Path
+
+    from crossmed import CrossMed
+
+    builder = CrossMed(config_name="zero_overlap", data_dir=str(demo_build.sources), cache_dir=str(tmp_path))
+    builder.download_and_prepare()
+    folder = Path(builder.skip_log_dir)
+    assert folder.is_dir()
+
+    del builder
+    gc.collect()
+    assert not folder.exists()

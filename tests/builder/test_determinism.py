@@ -2,9 +2,8 @@
 
 The second run is a separate ``python crossmed.py build`` process with another
 ``PYTHONHASHSEED``, so any dependence on ``hash()`` or on set iteration order
-shows up. The ``num_proc=2`` build splits the case jobs over two worker
-processes, which ``datasets`` does by sharding the ``jobs`` list of the split
-generators' ``gen_kwargs``.
+shows up. The ``num_proc=2`` build decodes the cases in a pool of two worker
+processes, which hands out one case at a time and writes rows in job order.
 """
 
 from __future__ import annotations
