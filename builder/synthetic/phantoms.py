@@ -13,23 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The 14 CheXpert observations that chest_radiograph can draw.
-CHEST_FINDINGS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+from builder.sources.chexpert import OBSERVATIONS
+
+# The 14 CheXpert observations, all of which chest_radiograph can draw.
+CHEST_FINDINGS: tuple[str, ...] = OBSERVATIONS
 
 MRI_SEQUENCES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 TUMOUR_GRADES: tuple[str, ...] = ("HGG", "LGG")
