@@ -16,6 +16,7 @@ from builder.mat import TRIPLETS
 from builder.policy import BadInputError, BadInputLog
 from builder.protocols import Protocol, all_protocols
 from builder.restore import BuildSettings
+from builder.synthetic import SYNTHETIC_MARKER
 from builder.splits import POOL_SPLITS
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,10 @@ def build_and_export(
             **{name: value for name, value in config_kwargs.items() if name in BUILD_SETTING_FIELDS},
             ship_pixels=dict(ship_pixels or {}),
         )
-        export_pool(pool, out_dir, ship_pixels=ship_pixels, overwrite=overwrite, build_settings=settings)
+        synthetic = (Path(data_dir) / SYNTHETIC_MARKER).is_file()
+        export_pool(
+            pool, out_dir, ship_pixels=ship_pixels, overwrite=overwrite, build_settings=settings, synthetic=synthetic
+        )
         counts = {
             (TRIPLETS[triplet_id].name, split): count
             for split, dataset in pool.items()

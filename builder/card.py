@@ -124,10 +124,24 @@ def sources_section(pixels_shipped: Mapping[str, bool]) -> str:
     return "\n\n".join(parts)
 
 
-def card_body(readme: Path, protocols: list[Protocol], pixels_shipped: Mapping[str, bool], changelog: str = "") -> str:
+SYNTHETIC_NOTE = (
+    "> **Synthetic build.** These rows were built from the synthetic phantoms of "
+    "`python crossmed.py generate-sources`, not from the four real datasets. Use them to try the "
+    "tools, never to report results."
+)
+
+
+def card_body(
+    readme: Path,
+    protocols: list[Protocol],
+    pixels_shipped: Mapping[str, bool],
+    changelog: str = "",
+    synthetic: bool = False,
+) -> str:
     """Assemble the Markdown body of the exported card (everything below the YAML header)."""
     sections = [
         "# CrossMed",
+        SYNTHETIC_NOTE if synthetic else "",
         DESCRIPTION,
         readme_card_section(readme),
         "## Configs\n\n" + protocol_table(protocols),

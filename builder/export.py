@@ -153,6 +153,7 @@ def write_card(
     ship_pixels: Mapping[str, bool] | None = None,
     changelog: str = "",
     gated: bool = False,
+    synthetic: bool = False,
 ) -> None:
     """Write README.md (YAML header with configs and dataset_info, then the card text) and dataset_infos.json."""
     files = pool_files(out_dir)
@@ -185,7 +186,7 @@ def write_card(
     ]
     datasets.info.DatasetInfosDict(infos).to_dataset_card_data(card_data)
 
-    body = card_body(REPO_ROOT / "README.md", protocols, ship_pixels or {}, changelog)
+    body = card_body(REPO_ROOT / "README.md", protocols, ship_pixels or {}, changelog, synthetic)
     # DatasetCard(text).save() would parse this YAML and dump it again, which returns the same
     # text for this card and costs about 0.2 s per export, so the text is written as it is.
     card_text = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
@@ -211,6 +212,7 @@ def export_pool(
     changelog: str = "",
     gated: bool = False,
     build_settings: object | None = None,
+    synthetic: bool = False,
 ) -> Path:
     """Write the export folder atomically from the pool splits of an ``all`` build.
 
@@ -230,7 +232,7 @@ def export_pool(
     try:
         protocols = all_protocols()
         sizes = write_pool_parquet(pool, staging, ship_pixels)
-        write_card(staging, protocols, config_infos(protocols, sizes), ship_pixels, changelog, gated)
+        write_card(staging, protocols, config_infos(protocols, sizes), ship_pixels, changelog, gated, synthetic)
         if build_settings is not None:
             from builder.restore import write_build_settings
 

@@ -397,10 +397,34 @@ def publish(request: PublishRequest, api: HfApi | None = None) -> PublishPlan:
     previous = changelog_entries(state.card_text) if state.exists else _folder_changelog(request.folder)
     out_dir = prepare_folder(request, previous)
     validate_export(out_dir, row_group_budget_bytes=request.row_group_budget_bytes, load=request.load_check)
+    _warn_about_contents(out_dir, request)
     plan = plan_changes(out_dir, state, request.version)
     if request.push:
         push(api, out_dir, plan, request)
     return plan
+
+
+# Sources whose terms forbid redistributing their images, or modified versions of them.
+RESTRICTED_SOURCES: tuple[str, ...] = ("chexpert", "brats", "mosmed")
+
+
+def _warn_about_contents(out_dir: Path, request: PublishRequest) -> None:
+    """Log a warning for a synthetic build, and for restricted pixels bound for a repo that is not gated."""
+    from builder.card import SYNTHETIC_NOTE
+    from builder.restore import read_build_settings
+
+    if SYNTHETIC_NOTE in (out_dir / "README.md").read_text(encoding="utf-8"):
+        logger.warning("%s was built from synthetic sources; its card says so. Publish it only as a demo.", out_dir)
+
+    settings = read_build_settings(out_dir)
+    ship_pixels = settings.ship_pixels if settings is not None else {}
+    shipped = [source for source in RESTRICTED_SOURCES if ship_pixels.get(source, True)]
+    if shipped and not request.gated:
+        logger.warning(
+            "Images of %s are included and the repo is not gated, although their terms forbid redistribution; "
+            "pass --no-pixels %s or --gated if the terms allow it",
+            ", ".join(shipped), " ".join(shipped),
+        )
 
 
 def _folder_changelog(folder: Path | None) -> list[str]:

@@ -20,6 +20,9 @@ from builder.synthetic.layouts import WRITERS, encode_rle
 
 logger = logging.getLogger(__name__)
 
+# A file at the root of generated sources; builds from such a folder say so in their dataset card.
+SYNTHETIC_MARKER = "CROSSMED_SYNTHETIC.txt"
+
 # Below this count MosMed cannot fill its five categories and CheXpert its two CSV files.
 MIN_SUBJECTS = 5
 
@@ -85,6 +88,11 @@ def generate_sources(out_dir: Path, seed: int = 0, subjects: int = 40, progress:
                 bar.set_description(f"synthetic {name}")
                 write(staging / name, seed, subjects, bar.update)
 
+        (staging / SYNTHETIC_MARKER).write_text(
+            f"Synthetic sources written by builder.synthetic (seed {seed}, {subjects} subjects per source); "
+            "not patient data.\n",
+            encoding="utf-8",
+        )
         if out_dir.is_dir():
             out_dir.rmdir()
         staging.rename(out_dir)

@@ -292,3 +292,9 @@ def test_builder_removes_skip_log_folder(demo_build, tmp_path):
     del builder
     gc.collect()
     assert not folder.exists()
+
+
+def test_card_marks_synthetic_build(demo_build):
+    from builder.card import SYNTHETIC_NOTE
+
+    assert SYNTHETIC_NOTE in (demo_build.export / "README.md").read_text()

@@ -434,3 +434,28 @@ def local_rows(export: Path) -> dict[str, list[tuple[str, str]]]:
         table = pq.read_table(path, columns=["id", "question"])
         rows.setdefault(split, []).extend(zip(table.column("id").to_pylist(), table.column("question").to_pylist()))
     return {split: sorted(pairs) for split, pairs in rows.items()}
+
+
+def test_publish_warns_restricted_pixels_ungated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from builder.publish import _warn_about_contents
+
+    export = make_export(tmp_path / "export", rows_per_part=1)
+    request = PublishRequest(out_dir=tmp_path / "out", version="1.0.0", message="m", folder=export)
+
+    _warn_about_contents(export, request)
+
+    assert "Images of chexpert, brats, mosmed are included and the repo is not gated" in caplog.text
+    assert "synthetic" not in caplog.text
+
+
+def test_publish_no_warning_without_restricted_pixels(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from builder.publish import _warn_about_contents
+    from builder.restore import write_build_settings
+
+    export = make_export(tmp_path / "export", rows_per_part=1)
+    write_build_settings(export, BuildSettings(ship_pixels={"chexpert": False, "brats": False, "mosmed": False}))
+    request = PublishRequest(out_dir=tmp_path / "out", version="1.0.0", message="m", folder=export)
+
+    _warn_about_contents(export, request)
+
+    assert "are included" not in caplog.text
