@@ -110,12 +110,17 @@ def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[i
     nbytes = subset.data.nbytes
 
     shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))
-    row_bytes = max(1, nbytes // subset.num_rows)
-    rows_per_group = max(1, min(1000, ROW_GROUP_BUDGET_BYTES // 2 // row_bytes))
+    rows_per_group = rows_per_row_group(nbytes, subset.num_rows)
     for index in range(shards):
         shard = subset.shard(shards, index, contiguous=True)
         shard.to_parquet(str(folder / f"{split}-{index:05d}-of-{shards:05d}.parquet"), batch_size=rows_per_group)
     return subset.num_rows, nbytes
+
+
+def rows_per_row_group(nbytes: int, num_rows: int) -> int:
+    """Return the rows per Parquet row group: at most half the viewer budget in bytes, and at most 1000 rows."""
+    row_bytes = max(1, nbytes // max(1, num_rows))
+    return max(1, min(1000, ROW_GROUP_BUDGET_BYTES // 2 // row_bytes))
 
 
 def config_infos(
@@ -238,7 +243,7 @@ def export_pool(
 
             write_build_settings(staging, build_settings)
         _apply_umask(staging)
-        _replace_folder(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -300,7 +305,7 @@ def _apply_umask(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
 
 
-def _replace_folder(staging: Path, out_dir: Path) -> None:
+def replace_folder(staging: Path, out_dir: Path) -> None:
     """Move ``staging`` to ``out_dir``; an existing ``out_dir`` is removed only after the move succeeded."""
     if not out_dir.exists():
         os.replace(staging, out_dir)

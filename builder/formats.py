@@ -45,7 +45,7 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from builder.export import _apply_umask, _owner_tag, _replace_folder, remove_stale_staging
+from builder.export import _apply_umask, _owner_tag, remove_stale_staging, replace_folder
 from builder.mat import LETTERS
 from eval.prompts import INSTRUCTION, PROMPT_VERSION, format_prompt
 
@@ -236,7 +236,7 @@ def _staged(target: Path, overwrite: bool) -> Iterator[Path]:
         written = staging / target.name
         if written.is_dir():
             _apply_umask(written)
-            _replace_folder(written, target)
+            replace_folder(written, target)
         else:
             os.replace(written, target)
     finally:

@@ -110,7 +110,7 @@ def _case_rows(job: CaseJob, settings: GenerationSettings, skipped: BadInputLog)
     for plan in job.questions:
         sample = samples.get(plan.view)
         if sample is None:
-            # Expected: a tumour can span fewer slices than slices_per_volume asks for.
+            # Expected: a tumour can span fewer slices than slices_per_volume requests.
             skipped.record(job.source, plan.id, f"the case has no image for view {plan.view!r}")
             continue
         try:

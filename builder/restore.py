@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -28,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from builder.export import ROW_GROUP_BUDGET_BYTES
+from builder.export import _owner_tag, remove_stale_staging, replace_folder, rows_per_row_group
 from builder.features import crossmed_features
 from builder.mat import SOURCES, check_choice
 from builder.pipeline import DEFAULT_CAPS, PlanSettings, build_plan
@@ -180,7 +179,8 @@ def restore_pixels(export_dir: Path, data_dir: Path, out_dir: Path, *, overwrite
     sources = sorted({source for by_source in missing.values() for source in by_source})
     report = RestoreReport(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # The export's staging name, so that remove_stale_staging also clears what a killed restore left behind.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{_owner_tag()}~", dir=out_dir.parent))
     try:
         shutil.copytree(export_dir, staging, dirs_exist_ok=True)
         if sources:
@@ -190,10 +190,11 @@ def restore_pixels(export_dir: Path, data_dir: Path, out_dir: Path, *, overwrite
                 report.files.append(relative)
         # Every row of the copy now has its pixels.
         write_build_settings(staging, replace(settings, ship_pixels={}))
-        _replace_folder(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    remove_stale_staging(out_dir)
     logger.info("Restored %d rows in %d files into %s", sum(report.rows.values()), len(report.files), out_dir)
     return report
 
@@ -318,19 +319,4 @@ def _write_with_pixels(path: Path, table: pa.Table, rebuilt: Mapping[str, dict])
         field_type = table.schema.field(column)
         table = table.set_column(position, field_type, pa.array(cells, type=field_type.type))
 
-    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
-    # NOTE: This repeats the row-group sizing of builder.export (at most half the viewer budget and 1000 rows).
-    # Keep the two rules in step.
-    rows_per_group = max(1, min(1000, ROW_GROUP_BUDGET_BYTES // 2 // row_bytes))
-    pq.write_table(table, path, row_group_size=rows_per_group)
-
-
-def _replace_folder(staging: Path, out_dir: Path) -> None:
-    """Move ``staging`` to ``out_dir``, removing an existing ``out_dir`` only once the move succeeded."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    previous = out_dir.with_name(f".{out_dir.name}.previous-{os.getpid()}")
-    os.replace(out_dir, previous)
-    os.replace(staging, out_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+    pq.write_table(table, path, row_group_size=rows_per_row_group(table.nbytes, table.num_rows))

@@ -50,7 +50,8 @@ def test_distractors_below_bound_inside_image_same_size():
     assert len(boxes) == 3
     for box in boxes:
         assert box_iou(box, truth) < MAX_DISTRACTOR_IOU
-        assert 0 <= box[0] < box[2] <= SCALE and 0 <= box[1] < box[3] <= SCALE
+        assert 0 <= box[0] < box[2] <= SCALE, box
+        assert 0 <= box[1] < box[3] <= SCALE, box
         assert box_area(box) == box_area(truth)
     assert len(set(boxes)) == 3
 
@@ -76,7 +77,8 @@ def test_distractor_property(x1, y1, width, height, seed):
     boxes = distractor_boxes(truth, stable_rng(seed))
     for box in boxes:
         assert box_iou(box, truth) < MAX_DISTRACTOR_IOU
-        assert 0 <= box[0] < box[2] <= SCALE and 0 <= box[1] < box[3] <= SCALE
+        assert 0 <= box[0] < box[2] <= SCALE, box
+        assert 0 <= box[1] < box[3] <= SCALE, box
     for first in range(3):
         for second in range(first + 1, 3):
             assert box_iou(boxes[first], boxes[second]) < MAX_DISTRACTOR_IOU

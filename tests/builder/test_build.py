@@ -135,14 +135,16 @@ def test_segmentation_boxes(pool):
     for split in POOL_SPLITS:
         for row in pool[split]:
             if row["bbox"] is None:
-                assert row["mask"] is None and row["option_boxes"] is None
+                assert row["mask"] is None
+                assert row["option_boxes"] is None
                 continue
             mask = np.asarray(row["mask"]) > 0
             assert mask.shape == np.asarray(row["image"]).shape
             assert tuple(row["bbox"]) == mask_box(mask)
             assert row["option_boxes"][row["answer_index"]] == row["bbox"]
             for index, box in enumerate(row["option_boxes"]):
-                assert 0 <= box[0] < box[2] <= SCALE and 0 <= box[1] < box[3] <= SCALE
+                assert 0 <= box[0] < box[2] <= SCALE, box
+                assert 0 <= box[1] < box[3] <= SCALE, box
                 assert row["options"][index] == "[" + ", ".join(map(str, box)) + "]"
                 if index != row["answer_index"]:
                     assert box_iou(box, row["bbox"]) < MAX_DISTRACTOR_IOU
@@ -170,7 +172,8 @@ def test_card_and_infos_agree(demo_build):
         }
         found = {split: infos[protocol.name]["splits"][split]["num_examples"] for split in POOL_SPLITS}
         assert found == expected, protocol.name
-    assert "MosMedData" in card.text and "CC BY-NC-ND" in card.text
+    assert "MosMedData" in card.text
+    assert "CC BY-NC-ND" in card.text
 
 
 def test_card_lists_every_config(demo_build):
