@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE
 from builder.features import crossmed_features
 from builder.generation import GenerationSettings, generate_rows
 from builder.mat import SOURCES, check_choice
-from builder.pipeline import DEFAULT_CAPS, PlanSettings, build_plan, select_jobs
+from builder.pipeline import DEFAULT_CAPS, PlanSettings, build_plan, interleave_sources, select_jobs
 from builder.planner import CaseJob
-from builder.policy import POLICIES, BadInputLog
+from builder.policy import POLICIES, BadInputError, BadInputLog, read_worker_failure, save_worker_failure
 from builder.protocols import all_protocols, get_protocol
 from builder.splits import POOL_SPLITS
 
@@ -109,16 +110,29 @@ class CrossMed(datasets.GeneratorBasedBuilder):
     def manual_download_instructions(self) -> str:
         return MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def download_and_prepare(self, *args: Any, num_proc: int | None = None, **kwargs: Any) -> None:
-        """Build the splits, decoding cases in ``num_proc`` processes; other arguments go to ``datasets``.
+    def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Build the splits; with ``num_proc=N``, N processes each decode and write one block of cases.
 
-        ``datasets`` would give each process one contiguous block of cases, so
-        one process could get every BraTS volume while the other sat idle.
-        Here a process pool takes one case at a time and the rows are written
-        in job order by this process, so the output equals a one-process build.
+        Raises:
+            BadInputError: (as the cause of DatasetGenerationError) for unusable
+                input under ``on_bad_input="error"``, also when a worker process met it.
         """
-        self.decode_workers = num_proc or 1
-        super().download_and_prepare(*args, **kwargs)
+        try:
+            super().download_and_prepare(*args, **kwargs)
+        except DatasetGenerationError as error:
+            failure = read_worker_failure(self.skip_log_dir) if getattr(self, "skip_log_dir", None) else None
+            if failure is None or isinstance(error.__cause__, BadInputError):
+                raise
+            # The pool sends a worker's error back without its cause, so the
+            # BadInputError that the worker saved is attached again here.
+            raise DatasetGenerationError(f"An error occurred while generating the dataset: {failure}") from failure
+
+    def __getstate__(self) -> dict[str, Any]:
+        # With num_proc, datasets sends a copy of the builder to each worker process. Its copy of
+        # the TemporaryDirectory could delete the skip logs when the worker cleans it up.
+        state = dict(super().__getstate__())
+        state.pop("_skip_log_folder", None)
+        return state
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -160,7 +174,10 @@ class CrossMed(datasets.GeneratorBasedBuilder):
         return [
             datasets.SplitGenerator(
                 name=split,
-                gen_kwargs={"jobs": select_jobs(jobs, split, protocol.split_triplets(split)), "settings": generation},
+                gen_kwargs={
+                    "jobs": interleave_sources(select_jobs(jobs, split, protocol.split_triplets(split))),
+                    "settings": generation,
+                },
             )
             for split in POOL_SPLITS
         ]
@@ -184,13 +201,22 @@ class CrossMed(datasets.GeneratorBasedBuilder):
         return folder
 
     def _generate_examples(self, jobs: list[CaseJob], settings: GenerationSettings):
-        """Yield ``(id, row)`` pairs, raising on a repeated id (``datasets`` no longer checks keys since 4.4.2)."""
+        """Yield ``(id, row)`` pairs, raising on a repeated id (``datasets`` no longer checks keys since 4.4.2).
+
+        With ``num_proc``, each process gets one block of ``jobs`` and checks
+        ids within it; ids are unique across blocks because each job owns its questions.
+        """
         seen: set[str] = set()
-        for key, row in generate_rows(jobs, settings, workers=getattr(self, "decode_workers", 1)):
-            if key in seen:
-                raise ValueError(f"Duplicate example id {key!r} in config {self.config.name!r}")
-            seen.add(key)
-            yield key, row
+        try:
+            for key, row in generate_rows(jobs, settings):
+                if key in seen:
+                    raise ValueError(f"Duplicate example id {key!r} in config {self.config.name!r}")
+                seen.add(key)
+                yield key, row
+        except BadInputError as error:
+            if settings.skip_log_dir:
+                save_worker_failure(settings.skip_log_dir, error)
+            raise
 
     def skipped_inputs(self) -> BadInputLog:
         """Return every input skipped by the last ``download_and_prepare``, from all worker processes."""

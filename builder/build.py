@@ -51,7 +51,7 @@ def build_and_export(
     Args:
         data_dir: The folder with one subfolder per source.
         out_dir: The export folder to write.
-        num_proc: Worker processes for image decoding; None or 1 for one process.
+        num_proc: Worker processes that each decode and write one block of cases; None or 1 for one process.
         overwrite: Replace an existing ``out_dir``.
         ship_pixels: Per source, False to export rows without image bytes.
         cache_dir: Where ``datasets`` writes its Arrow cache; a temporary folder by default.

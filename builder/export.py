@@ -27,6 +27,7 @@ import datasets
 from datasets.utils.py_utils import asdict
 from huggingface_hub import DatasetCardData
 
+from builder.arrow_size import contiguous_nbytes
 from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE, card_body
 from builder.features import crossmed_features
 from builder.mat import SOURCES, TRIPLETS, Triplet
@@ -107,7 +108,7 @@ def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[i
     # After a filter, subset.data is still the whole split's table; flattening keeps only this part's rows,
     # so the sizes below (shards, row groups, num_bytes) are this part's own.
     subset = subset.flatten_indices()
-    nbytes = subset.data.nbytes
+    nbytes = contiguous_nbytes(subset.data.table)
 
     shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))
     rows_per_group = rows_per_row_group(nbytes, subset.num_rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,50 +54,21 @@ def _reader(settings: GenerationSettings, source: str) -> SourceReader:
     return _READERS[key]
 
 
-def generate_rows(jobs: list[CaseJob], settings: GenerationSettings, workers: int = 1) -> Iterator[tuple[str, dict]]:
+def generate_rows(jobs: list[CaseJob], settings: GenerationSettings) -> Iterator[tuple[str, dict]]:
     """Decode each case once and yield ``(id, row)`` for each of its questions, in job order.
 
     A case that fails to decode goes through the bad-input policy: under
     ``error`` the BadInputError propagates; otherwise its questions are left out
-    and recorded.
-
-    Args:
-        jobs: The planned cases, in output order.
-        settings: What a process needs to decode them.
-        workers: Processes that decode cases. Above 1, a process pool takes
-            the cases one at a time, whichever process is free, and the rows
-            come back in job order, so the output equals a one-process run.
-            Each worker keeps one case's volumes in memory at a time.
+    and recorded. One case's volumes are in memory at a time. Parallel builds
+    call this in each ``datasets`` worker process on that process's block of jobs.
     """
     skipped = BadInputLog(settings.on_bad_input)
     try:
-        for rows in _case_results(jobs, settings, workers, skipped):
-            yield from rows
+        for job in jobs:
+            yield from _case_rows(job, settings, skipped)
     finally:
         if settings.skip_log_dir and skipped.skipped:
             skipped.save(Path(settings.skip_log_dir) / f"skipped-{os.getpid()}.jsonl")
-
-
-def _case_results(
-    jobs: list[CaseJob], settings: GenerationSettings, workers: int, skipped: BadInputLog
-) -> Iterator[list[tuple[str, dict]]]:
-    """Yield the rows of each job in order, decoded here or by a pool of ``workers`` processes."""
-    if workers <= 1 or len(jobs) < 2:
-        for job in jobs:
-            yield _case_rows(job, settings, skipped)
-        return
-
-    # imap hands out one job per request, so a process that drew a large volume
-    # does not hold up the others, unlike contiguous blocks of jobs per process.
-    # NOTE: under the spawn or forkserver start method (macOS, Windows, Linux from
-    # Python 3.14) each split's pool imports the readers again, an estimated 1-2 s.
-    processes = min(workers, len(jobs))
-    with multiprocessing.get_context().Pool(processes, _start_worker, (settings,)) as pool:
-        for rows, worker_log, failure in pool.imap(_worker_case_rows, jobs):
-            skipped.extend(worker_log)
-            if failure is not None:
-                raise BadInputError(*failure)
-            yield rows
 
 
 def _case_rows(job: CaseJob, settings: GenerationSettings, skipped: BadInputLog) -> list[tuple[str, dict]]:
@@ -118,31 +88,6 @@ def _case_rows(job: CaseJob, settings: GenerationSettings, skipped: BadInputLog)
         except BadInputError as error:
             skipped.report(job.source, error.path, error.reason)
     return rows
-
-
-# The settings of a pool process, set once by the pool initializer so that jobs travel without them.
-_worker_settings: GenerationSettings | None = None
-
-
-def _start_worker(settings: GenerationSettings) -> None:
-    global _worker_settings
-    _worker_settings = settings
-
-
-def _worker_case_rows(job: CaseJob) -> tuple[list[tuple[str, dict]], BadInputLog, tuple[str, str] | None]:
-    """Decode one job in a pool process; a BadInputError comes back as ``(path, reason)``.
-
-    BadInputError takes two arguments, which pickle cannot restore, so the
-    error is rebuilt in the parent process.
-    """
-    settings = _worker_settings
-    if settings is None:
-        raise RuntimeError("_worker_case_rows runs only in a pool started with _start_worker as initializer")
-    skipped = BadInputLog(settings.on_bad_input)
-    try:
-        return _case_rows(job, settings, skipped), skipped, None
-    except BadInputError as error:
-        return [], skipped, (error.path, error.reason)
 
 
 def _load_case(job: CaseJob, settings: GenerationSettings, skipped: BadInputLog) -> dict[str, Sample] | None:

@@ -123,4 +123,35 @@ def select_jobs(jobs: Sequence[CaseJob], split: str, triplets: Sequence[Triplet]
     return selected
 
 
-__all__ = ["DEFAULT_CAPS", "PlanSettings", "TRIPLETS", "build_plan", "locate_sources", "select_jobs"]
+def interleave_sources(jobs: Sequence[CaseJob]) -> list[CaseJob]:
+    """Return the jobs with the sources spread evenly, each source's jobs in their original order.
+
+    Job ``i`` of a source with ``n`` jobs goes to the relative position
+    ``(i + 0.5) / n``, so every contiguous block of the result holds about the
+    same share of each source. ``datasets`` gives each ``num_proc`` process one
+    contiguous block of jobs, and a BraTS volume costs several times a CheXpert
+    image, so blocks of one source each would leave one process idle.
+    A triplet's rows keep their order because every triplet comes from one source.
+    """
+    by_source: dict[str, list[CaseJob]] = {}
+    for job in jobs:
+        by_source.setdefault(job.source, []).append(job)
+
+    positioned = [
+        ((index + 0.5) / len(members), source_order, job)
+        for source_order, members in enumerate(by_source.values())
+        for index, job in enumerate(members)
+    ]
+    positioned.sort(key=lambda entry: entry[:2])
+    return [job for _, _, job in positioned]
+
+
+__all__ = [
+    "DEFAULT_CAPS",
+    "TRIPLETS",
+    "PlanSettings",
+    "build_plan",
+    "interleave_sources",
+    "locate_sources",
+    "select_jobs",
+]

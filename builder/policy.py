@@ -32,6 +32,24 @@ class BadInputError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def save_worker_failure(folder: str | os.PathLike[str], error: BadInputError) -> None:
+    """Write the BadInputError that stops a worker process to ``folder`` for the parent to raise again.
+
+    A process pool sends an exception back without its ``__cause__``, so the
+    parent would otherwise lose the file name and the reason.
+    """
+    path = Path(folder) / f"failed-{os.getpid()}.json"
+    path.write_text(json.dumps({"path": error.path, "reason": error.reason}), encoding="utf-8")
+
+
+def read_worker_failure(folder: str | os.PathLike[str]) -> BadInputError | None:
+    """Return the BadInputError saved by :func:`save_worker_failure` in ``folder``, or None."""
+    for path in sorted(Path(folder).glob("failed-*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return BadInputError(record["path"], record["reason"])
+    return None
+
+
 @dataclass(frozen=True)
 class SkippedInput:
     """One file or row left out of the build, and why."""

@@ -2,14 +2,16 @@
 
 The second run is a separate ``python crossmed.py build`` process with another
 ``PYTHONHASHSEED``, so any dependence on ``hash()`` or on set iteration order
-shows up. The ``num_proc=2`` build decodes the cases in a pool of two worker
-processes, which hands out one case at a time and writes rows in job order.
+shows up. The ``num_proc=2`` build gives each of two ``datasets`` worker
+processes one block of cases, with the sources interleaved so the blocks cost
+about the same, and must give the same export as one process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from builder.build import BuildResult, build_and_export
+from builder.policy import BadInputError
 from builder.splits import pool_split
 from builder.synthetic import generate_sources
 
@@ -68,6 +71,37 @@ def test_digest_same_with_two_processes(sources: Path, first_build: BuildResult,
 
     assert result.pool_counts == first_build.pool_counts
     assert parquet_digest(result.out_dir) == parquet_digest(first_build.out_dir)
+    # The card and dataset_infos.json hold split sizes in bytes, which must not depend on
+    # where the worker processes' Arrow files meet.
+    for name in ("README.md", "dataset_infos.json"):
+        assert (result.out_dir / name).read_bytes() == (first_build.out_dir / name).read_bytes(), name
+
+
+def test_two_process_cache_keeps_row_order(sources: Path, tmp_path: Path) -> None:
+    from crossmed import CrossMed
+
+    ids = {}
+    for num_proc in (1, 2):
+        builder = CrossMed(
+            config_name="unrelated", data_dir=str(sources), cache_dir=str(tmp_path / f"cache-{num_proc}")
+        )
+        builder.download_and_prepare(num_proc=num_proc)
+        ids[num_proc] = builder.as_dataset(split="test")["id"]
+
+    assert len(ids[1]) > 10
+    assert ids[2] == ids[1]
+
+
+def test_bad_input_in_worker_names_the_file(sources: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "sources"
+    shutil.copytree(sources / "brats", damaged / "brats")
+    truncated = _truncate_training_volume(damaged)
+
+    with pytest.raises(BadInputError, match=re.escape(str(truncated))) as caught:
+        build_and_export(damaged, tmp_path / "crossmed", sources=("brats",), num_proc=2)
+
+    assert "cannot read the NIfTI volume" in caught.value.reason
+    assert not (tmp_path / "crossmed").exists()
 
 
 def test_digest_changes_with_seed(sources: Path, first_build: BuildResult, tmp_path: Path) -> None:
@@ -79,11 +113,7 @@ def test_digest_changes_with_seed(sources: Path, first_build: BuildResult, tmp_p
 def test_skipped_inputs_with_two_processes(sources: Path, tmp_path: Path) -> None:
     damaged = tmp_path / "sources"
     shutil.copytree(sources / "brats", damaged / "brats")
-    cases = sorted((damaged / "brats" / "MICCAI_BraTS2020_TrainingData").glob("BraTS20_Training_*"))
-    # A training case, so that a worker process meets the damaged volume.
-    case = next(folder for folder in cases if pool_split("brats", folder.name) == "train")
-    truncated = case / f"{case.name}_t2.nii.gz"
-    truncated.write_bytes(truncated.read_bytes()[:3000])
+    truncated = _truncate_training_volume(damaged)
 
     results = {
         num_proc: build_and_export(
@@ -95,3 +125,12 @@ def test_skipped_inputs_with_two_processes(sources: Path, tmp_path: Path) -> Non
     for result in results.values():
         assert [item.path for item in result.skipped.skipped] == [str(truncated)]
     assert parquet_digest(results[1].out_dir) == parquet_digest(results[2].out_dir)
+
+
+def _truncate_training_volume(data_dir: Path) -> Path:
+    """Cut the T2 volume of the first BraTS training case short, so that a worker process meets it."""
+    cases = sorted((data_dir / "brats" / "MICCAI_BraTS2020_TrainingData").glob("BraTS20_Training_*"))
+    case = next(folder for folder in cases if pool_split("brats", folder.name) == "train")
+    truncated = case / f"{case.name}_t2.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    return truncated
