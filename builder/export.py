@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets.utils.py_utils import asdict
 from huggingface_hub import DatasetCardData
 
@@ -74,8 +75,9 @@ def write_pool_parquet(
     sizes = {}
     for split, dataset in pool.items():
         dataset = _drop_pixels(dataset, ship_pixels or {})
+        triplet_ids = np.asarray(dataset["triplet"], dtype=np.int64)
         for triplet_id, triplet in enumerate(TRIPLETS):
-            subset = dataset.filter(lambda value, wanted=triplet_id: value == wanted, input_columns="triplet")
+            subset = dataset.select(np.flatnonzero(triplet_ids == triplet_id))
             sizes[(triplet, split)] = _write_shards(subset, out_dir / "data" / triplet.slug, split)
     return sizes
 
@@ -105,7 +107,7 @@ def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[i
         return 0, 0
 
     folder.mkdir(parents=True, exist_ok=True)
-    # After a filter, subset.data is still the whole split's table; flattening keeps only this part's rows,
+    # After a select, subset.data is still the whole split's table; flattening keeps only this part's rows,
     # so the sizes below (shards, row groups, num_bytes) are this part's own.
     subset = subset.flatten_indices()
     nbytes = contiguous_nbytes(subset.data.table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -119,7 +119,9 @@ def select_jobs(jobs: Sequence[CaseJob], split: str, triplets: Sequence[Triplet]
     for job in jobs:
         questions = [plan for plan in job.questions if plan.split == split and plan.triplet in wanted]
         if questions:
-            selected.append(CaseJob(job.source, job.case, questions))
+            # Decoding needs the case's files and metadata but not its candidate items. Without
+            # them the jobs cost less to send to num_proc worker processes, which datasets pickles with dill.
+            selected.append(CaseJob(job.source, replace(job.case, items=()), questions))
     return selected
 
 
