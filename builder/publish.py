@@ -539,7 +539,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="maximum image side in pixels, larger images shrink (default 1024, 0 keeps source sizes)",
     )
-    group.add_argument("--num-proc", type=int, default=None, help="worker processes for image decoding (default 1)")
+    group.add_argument("--num-proc", type=int, default=None, help="worker processes that decode images and write rows (default 1)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level")
 
 
