@@ -36,7 +36,9 @@ def evaluate(
 
     A second call with the same settings and ``out`` resumes the run: finished
     questions are skipped. The run folder receives ``predictions.jsonl``,
-    ``results.json``, ``report.md`` and plots.
+    ``results.json``, ``report.md`` and plots. While the call runs, the objects
+    that existed before it are exempt from garbage collection (``gc.freeze``),
+    unless the caller had frozen objects already.
 
     Args:
         model: a Hub model id or a local model folder; None with ``baseline``.
@@ -59,7 +61,9 @@ def evaluate(
         trust_remote_code: allow the model repository's own Python code to run.
         allow_pickle_weights: allow ``.bin`` (pickle) weights when the model has no safetensors files.
         backend: ``"hf"`` (transformers) or ``"vllm"`` (generate mode only; needs ``pip install vllm``).
-        num_workers: DataLoader worker processes that decode images; 0 decodes in the main process.
+        num_workers: DataLoader worker processes that decode images and run
+            the processor while the model runs, each keeping two batches
+            ready; 0 prepares batches in the main process.
         limit: score only the first ``limit`` questions; None for all.
         seed: seed of the random baseline and of the bootstrap.
         n_bootstrap: bootstrap resamples for the 95% confidence intervals.

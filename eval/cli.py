@@ -81,8 +81,11 @@ def _add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
                        "bfloat16 on CUDA and float32 on CPU (default: %(default)s)")
     group.add_argument("--device-map", help="device_map for from_pretrained, e.g. auto to spread one large "
                        "model over all visible GPUs (default: the whole model on one device)")
-    group.add_argument("--num-workers", type=int, default=2, metavar="N", help="DataLoader worker processes "
-                       "decoding images; 0 decodes in the main process (default: %(default)s)")
+    group.add_argument("--num-workers", type=int, default=2, metavar="N", help="DataLoader worker processes that "
+                       "decode images and run the processor (chat template, tokenizer, image processor) while the "
+                       "model runs; 0 prepares batches in the main process, as transformers' dataloader_num_workers "
+                       "does by default. On a CPU-only machine the workers share the cores with torch's threads "
+                       "(default: %(default)s)")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow the model repository's own Python code to run")
     group.add_argument("--allow-pickle-weights", action="store_true", help="allow .bin (pickle) weights when "

@@ -1,18 +1,21 @@
 """Load a built CrossMed split and feed its questions to the model in batches.
 
 The question table (every column but the images) is read once in the main
-process. Images are decoded from PNG inside ``DataLoader`` worker processes
-(``num_workers`` above 0), so the model does not wait on decoding. A work item
-is one question shown at one rotation of its options, and circular evaluation
-gives each question four work items.
+process. Images are decoded from PNG, and batches encoded by the model's
+processor, inside ``DataLoader`` worker processes (``num_workers`` above 0),
+so the model does not wait on either. A work item is one question shown at
+one rotation of its options, and circular evaluation gives each question four
+work items.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import datasets
 import torch
 from PIL import Image
 
+from eval.dataset_card import resolve_from_card
 from eval.prompts import NUM_OPTIONS, format_prompt, rotate_options
 
 logger = logging.getLogger(__name__)
@@ -98,20 +102,24 @@ def _load_local_split(folder: str, config: str | None, split: str, cache_dir: st
     under a key that ignores the files' modification times, so it returns the
     old rows after the folder is rebuilt in place. Loading the resolved data
     files with the folder's packaged builder (``parquet``) keys the cache by
-    path and modification time.
+    path and modification time. The files are read from the README header
+    by :func:`eval.dataset_card.resolve_from_card` where its layout allows,
+    else through ``load_dataset_builder``.
     """
-    builder = datasets.load_dataset_builder(folder, config, cache_dir=cache_dir)
-    data_files = builder.config.data_files or {}
-    if split not in data_files:
-        raise ValueError(
-            f"Config {builder.config.name!r} in {folder} has no split {split!r}; its splits are {sorted(data_files)}."
-        )
+    resolved = resolve_from_card(folder, config, split)
+    if resolved is not None:
+        module, files, features = "parquet", resolved.files, resolved.features
+    else:
+        builder = datasets.load_dataset_builder(folder, config, cache_dir=cache_dir)
+        data_files = builder.config.data_files or {}
+        if split not in data_files:
+            raise ValueError(
+                f"Config {builder.config.name!r} in {folder} has no split {split!r}; "
+                f"its splits are {sorted(data_files)}."
+            )
+        module, files, features = builder.name, list(data_files[split]), builder.info.features
     return datasets.load_dataset(
-        builder.name,
-        data_files={split: list(data_files[split])},
-        split=split,
-        features=builder.info.features,
-        cache_dir=cache_dir,
+        module, data_files={split: files}, split=split, features=features, cache_dir=cache_dir
     )
 
 
@@ -137,23 +145,6 @@ def dataset_fingerprint(dataset: datasets.Dataset) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def row_to_record(row: dict[str, Any], features: datasets.Features) -> dict[str, Any]:
-    """Return a copy of a row with ``ClassLabel`` integers replaced by their names.
-
-    Args:
-        row: one dataset row as a dict.
-        features: the dataset's features.
-
-    Returns:
-        A new dict; columns that are not ``ClassLabel`` are copied unchanged.
-    """
-    record = dict(row)
-    for name, feature in features.items():
-        if isinstance(feature, datasets.ClassLabel) and record.get(name) is not None:
-            record[name] = feature.int2str(record[name])
-    return record
-
-
 def load_question_table(dataset: datasets.Dataset) -> list[dict[str, Any]]:
     """Read every row without its images, with class names in place of class ids.
 
@@ -165,7 +156,13 @@ def load_question_table(dataset: datasets.Dataset) -> list[dict[str, Any]]:
     """
     columns = [name for name in IMAGE_COLUMNS if name in dataset.column_names]
     table_dataset = dataset.remove_columns(columns)
-    table = [row_to_record(row, table_dataset.features) for row in table_dataset]
+    # to_list converts whole Arrow columns at once, where iterating over rows formats each row alone.
+    table = table_dataset.to_list()
+    for name, feature in table_dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            for row in table:
+                if row[name] is not None:
+                    row[name] = feature.int2str(row[name])
 
     seen: set[str] = set()
     for row in table:
@@ -205,6 +202,10 @@ def shard_items(items: Sequence[WorkItem], rank: int, world_size: int) -> list[W
 class QuestionDataset(torch.utils.data.Dataset):
     """A map-style torch dataset of prepared work items; images decode in ``__getitem__``.
 
+    The rotations of a question in a circular run are consecutive work items,
+    so the last decoded image is kept and its PNG is decoded once per process
+    that serves them.
+
     Args:
         images: the split restricted to its ``image`` column, or None in blind runs.
         table: the question table.
@@ -217,6 +218,7 @@ class QuestionDataset(torch.utils.data.Dataset):
         self.images = images
         self.table = table
         self.items = list(items)
+        self._last_image: tuple[int, Image.Image] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -225,18 +227,65 @@ class QuestionDataset(torch.utils.data.Dataset):
         work = self.items[position]
         row = self.table[work.index]
         options = rotate_options(row["options"], work.rotation)
-        image = None
-        if self.images is not None:
-            image = self.images[work.index]["image"]
-            if image is None:
-                raise ValueError(
-                    f"Question {work.question_id!r} (source {row['source']}) has no image, as in published rows "
-                    "whose source terms forbid sharing pixels. Rebuild the dataset from your copy of the source "
-                    "with the CrossMed builder, or score it with --blind."
-                )
-            # convert() forces PIL's lazy decoding here, in the worker process.
-            image = image.convert("RGB")
+        image = None if self.images is None else self._image(self.images, work, row)
         return PreparedItem(work=work, options=options, prompt=format_prompt(row["question"], options), image=image)
+
+    def with_images(self, items: Sequence[PreparedItem]) -> list[PreparedItem]:
+        """Return the items with their images decoded again where the loader left them out."""
+        images = self.images
+        if images is None:
+            return list(items)
+        restored = []
+        for item in items:
+            if item.image is None:
+                item = replace(item, image=self._image(images, item.work, self.table[item.work.index]))
+            restored.append(item)
+        return restored
+
+    def _image(self, images: datasets.Dataset, work: WorkItem, row: dict[str, Any]) -> Image.Image:
+        if self._last_image is not None and self._last_image[0] == work.index:
+            return self._last_image[1]
+        image = images[work.index]["image"]
+        if image is None:
+            raise ValueError(
+                f"Question {work.question_id!r} (source {row['source']}) has no image, as in published rows "
+                "whose source terms forbid sharing pixels. Rebuild the dataset from your copy of the source "
+                "with the CrossMed builder, or score it with --blind."
+            )
+        # convert() forces PIL's lazy decoding here, in the worker process.
+        image = image.convert("RGB")
+        self._last_image = (work.index, image)
+        return image
+
+
+BatchEncoder = Callable[[list[PreparedItem]], Any]
+"""Turns a batch of prepared items into model inputs on the CPU, or None when it cannot."""
+
+
+@dataclass
+class PreparedBatch:
+    """One batch from the loader.
+
+    Attributes:
+        items: the prepared items, in work-item order. When ``inputs`` is set
+            their images are left out, because the inputs already contain the
+            pixels; :meth:`QuestionDataset.with_images` decodes them again.
+        inputs: the encoder's output for all of ``items`` (for a transformers
+            model, the processor's outputs as NumPy arrays), or None without an
+            encoder or when the encoder returned None.
+    """
+
+    items: list[PreparedItem]
+    inputs: Any | None = None
+
+
+def collate_batch(items: list[PreparedItem], encoder: BatchEncoder | None = None) -> PreparedBatch:
+    """Wrap the items of a batch and run ``encoder`` on them; the loader's ``collate_fn``."""
+    inputs = None if encoder is None else encoder(items)
+    if inputs is None:
+        return PreparedBatch(items)
+    # Sending the images back to the main process as well would only cost time there.
+    return PreparedBatch([replace(item, image=None) for item in items], inputs)
 
 
 def make_loader(
@@ -247,16 +296,23 @@ def make_loader(
     blind: bool,
     batch_size: int,
     num_workers: int,
+    encoder: BatchEncoder | None = None,
 ) -> torch.utils.data.DataLoader:
-    """Return a DataLoader that yields lists of :class:`PreparedItem` in work-item order.
+    """Return a DataLoader that yields a :class:`PreparedBatch` per ``batch_size`` work items, in order.
+
+    With ``num_workers`` above 0, worker processes decode the images and run
+    ``encoder`` while the main process runs the model, each keeping up to two
+    batches ready (the DataLoader's default ``prefetch_factor``).
 
     Args:
         dataset: the loaded split.
         table: its question table.
         items: the work items to run.
         blind: when True no image is decoded.
-        batch_size: items per yielded list.
-        num_workers: worker processes decoding images; 0 decodes in the main process.
+        batch_size: items per batch.
+        num_workers: worker processes preparing batches; 0 prepares them in the main process.
+        encoder: run on each batch where it is prepared, e.g. the model's
+            processor; None leaves ``inputs`` empty.
 
     Returns:
         The DataLoader.
@@ -267,5 +323,12 @@ def make_loader(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=list,
+        collate_fn=partial(collate_batch, encoder=encoder),
+        worker_init_fn=_init_worker if num_workers > 0 else None,
     )
+
+
+def _init_worker(worker_id: int) -> None:
+    # A worker encodes one small batch at a time, so the tokenizer's own thread pool would only compete
+    # with the model for cores.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"

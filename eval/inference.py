@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import torch
 from transformers import GenerationMixin
 
@@ -39,6 +40,9 @@ MODES: tuple[str, ...] = ("generate", "likelihood")
 # batch, not the run. Errors outside this list stop the run.
 BATCH_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, TypeError, IndexError, KeyError, OSError)
 
+# Tensor dtypes that convert to NumPy without a copy; others (bfloat16) leave a worker as tensors.
+_NUMPY_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.bool})
+
 
 @dataclass
 class ItemResult:
@@ -57,33 +61,71 @@ class ItemResult:
     scores: list[float] | None = None
 
 
-BatchStep = Callable[[list[PreparedItem]], list[ItemResult]]
+BatchStep = Callable[..., list[ItemResult]]
+"""Scores one chunk of items: ``step(items)``, or ``step(items, inputs)`` with the chunk's encoded inputs."""
 
 
 def render_prompts(loaded: LoadedModel, items: Sequence[PreparedItem], *, blind: bool) -> list[str]:
     """Apply the model's chat template to each item, ending with the generation prompt."""
+    return _render(loaded.processor, items, blind=blind)
+
+
+def _render(processor: Any, items: Sequence[PreparedItem], *, blind: bool) -> list[str]:
     return [
-        loaded.processor.apply_chat_template(
+        processor.apply_chat_template(
             build_messages(item.prompt, blind=blind), add_generation_prompt=True, tokenize=False
         )
         for item in items
     ]
 
 
-def encode_batch(loaded: LoadedModel, items: Sequence[PreparedItem], *, blind: bool) -> dict[str, Any]:
-    """Tokenize and pad the prompts, process the images, and move the tensors to the model.
+def encode_batch(processor: Any, items: Sequence[PreparedItem], *, blind: bool) -> Any:
+    """Render the prompts, tokenize and pad them, and process the images, all on the CPU.
 
     Returns:
-        The processor's outputs, tensors moved to ``loaded.input_device``.
-        Floating-point tensors (pixel values) are cast to the model's dtype.
+        The processor's output (a ``BatchFeature`` of CPU tensors), before
+        :func:`move_to_model` sends it to the model's device.
     """
     images = None if blind else [item.image for item in items]
-    batch = loaded.processor(
-        text=render_prompts(loaded, items, blind=blind), images=images, padding=True, return_tensors="pt"
-    )
+    return processor(text=_render(processor, items, blind=blind), images=images, padding=True, return_tensors="pt")
 
+
+def encode_in_worker(processor: Any, items: list[PreparedItem], *, blind: bool) -> dict[str, Any] | None:
+    """Run :func:`encode_batch` in a loader worker, with tensors turned into NumPy arrays.
+
+    A torch tensor leaves a worker through shared memory with a file
+    descriptor of its own, while a NumPy array is pickled into the worker's
+    pipe. For these small batches the arrays cost the main process less time.
+
+    Returns:
+        The processor's outputs, or None when encoding raised one of
+        :data:`BATCH_ERRORS`. The batch step then encodes the batch again in
+        the main process, where the error is logged, retried and recorded
+        like any other batch error.
+    """
+    try:
+        batch = encode_batch(processor, items, blind=blind)
+    except BATCH_ERRORS as error:
+        logger.debug("Encoding %d items in a loader worker failed (%s); the main process retries", len(items), error)
+        return None
+    return {name: _to_numpy(value) for name, value in batch.items()}
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype in _NUMPY_DTYPES:
+        return value.numpy()
+    return value
+
+
+def move_to_model(loaded: LoadedModel, batch: Any) -> dict[str, Any]:
+    """Move the encoded tensors or NumPy arrays to ``loaded.input_device``.
+
+    Floating-point values are cast to the model's dtype; other values pass unchanged.
+    """
     encoded: dict[str, Any] = {}
     for name, value in batch.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
             encoded[name] = value
         elif value.is_floating_point():
@@ -93,15 +135,30 @@ def encode_batch(loaded: LoadedModel, items: Sequence[PreparedItem], *, blind: b
     return encoded
 
 
+def _model_inputs(
+    loaded: LoadedModel, items: Sequence[PreparedItem], blind: bool, inputs: Any | None
+) -> dict[str, Any]:
+    if inputs is None:
+        inputs = encode_batch(loaded.processor, items, blind=blind)
+    return move_to_model(loaded, inputs)
+
+
 @torch.inference_mode()
 def generate_batch(
-    loaded: LoadedModel, items: list[PreparedItem], *, blind: bool, max_new_tokens: int
+    loaded: LoadedModel,
+    items: list[PreparedItem],
+    inputs: Any | None = None,
+    *,
+    blind: bool,
+    max_new_tokens: int,
 ) -> list[ItemResult]:
     """Generate greedily and read one letter per item.
 
     Args:
         loaded: the model.
         items: the batch.
+        inputs: the batch encoded by :func:`encode_batch` (for example in a
+            loader worker); None encodes it here.
         blind: leave the images out.
         max_new_tokens: the maximum number of generated tokens per item.
 
@@ -109,16 +166,16 @@ def generate_batch(
         One result per item with the decoded text (special tokens removed,
         surrounding whitespace stripped) and the letter read from it, or ``"invalid"``.
     """
-    inputs = encode_batch(loaded, items, blind=blind)
+    model_inputs = _model_inputs(loaded, items, blind, inputs)
     output = cast(GenerationMixin, loaded.model).generate(
-        **inputs,
+        **model_inputs,
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
         pad_token_id=loaded.tokenizer.pad_token_id,
     )
 
-    prompt_length = inputs["input_ids"].shape[1]
+    prompt_length = model_inputs["input_ids"].shape[1]
     texts = loaded.tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
     results = []
     for item, text in zip(items, texts, strict=True):
@@ -129,13 +186,19 @@ def generate_batch(
 
 @torch.inference_mode()
 def likelihood_batch(
-    loaded: LoadedModel, items: list[PreparedItem], *, blind: bool, letter_ids: Sequence[int]
+    loaded: LoadedModel,
+    items: list[PreparedItem],
+    inputs: Any | None = None,
+    *,
+    blind: bool,
+    letter_ids: Sequence[int],
 ) -> list[ItemResult]:
     """Score the four letters as the next token after the prompt, in one forward pass.
 
     Args:
         loaded: the model.
         items: the batch.
+        inputs: the batch encoded by :func:`encode_batch`; None encodes it here.
         blind: leave the images out.
         letter_ids: the token ids of A-D from :func:`letter_token_ids`.
 
@@ -143,11 +206,11 @@ def likelihood_batch(
         One result per item with the four log-probabilities (natural log, over
         the whole vocabulary, in float32) and the letter with the highest one.
     """
-    inputs = encode_batch(loaded, items, blind=blind)
+    model_inputs = _model_inputs(loaded, items, blind, inputs)
     if _accepts_argument(loaded.model, "logits_to_keep"):
-        inputs["logits_to_keep"] = 1
+        model_inputs["logits_to_keep"] = 1
 
-    logits = loaded.model(**inputs).logits[:, -1, :].float()
+    logits = loaded.model(**model_inputs).logits[:, -1, :].float()
     log_probabilities = torch.log_softmax(logits, dim=-1)[:, list(letter_ids)].cpu()
 
     results = []
@@ -218,8 +281,14 @@ class BatchExecutor:
     once more. When it fails again, its items get the prediction ``"failed"``
     and the run goes on. Out of memory at batch size 1 also fails the item.
 
+    Inputs encoded ahead of time (in a loader worker) serve only the first
+    attempt at the whole batch. A retry, and every smaller chunk after a
+    back-off, calls ``step`` without them, so that the step encodes its own
+    chunk in this process.
+
     Args:
-        step: the function that runs one chunk of items and returns one result per item.
+        step: the function that runs one chunk of items and returns one result
+            per item. When a chunk has encoded inputs, they are its second argument.
         batch_size: the largest chunk passed to ``step``.
     """
 
@@ -229,13 +298,21 @@ class BatchExecutor:
         self.step = step
         self.batch_size = batch_size
 
-    def run(self, items: list[PreparedItem]) -> list[ItemResult]:
-        """Run ``step`` over ``items`` in chunks of at most ``batch_size`` and return one result per item."""
+    def run(self, items: list[PreparedItem], inputs: Any | None = None) -> list[ItemResult]:
+        """Run ``step`` over ``items`` in chunks of at most ``batch_size`` and return one result per item.
+
+        Args:
+            items: the items to score.
+            inputs: all of ``items`` encoded for the model, or None.
+        """
         results: list[ItemResult] = []
         position = 0
         while position < len(items):
             chunk = items[position : position + self.batch_size]
-            chunk_results = self._run_chunk(chunk)
+            chunk_inputs = inputs if len(chunk) == len(items) else None
+            # Only the first attempt receives the inputs. Retries and smaller chunks encode their own.
+            inputs = None
+            chunk_results = self._run_chunk(chunk, chunk_inputs)
             if chunk_results is None:
                 continue
 
@@ -243,13 +320,13 @@ class BatchExecutor:
             position += len(chunk)
         return results
 
-    def _run_chunk(self, chunk: list[PreparedItem]) -> list[ItemResult] | None:
+    def _run_chunk(self, chunk: list[PreparedItem], inputs: Any | None) -> list[ItemResult] | None:
         """Return the chunk's results, or None after halving the batch size on out of memory."""
         ids = [f"{item.work.question_id}@{item.work.rotation}" for item in chunk]
         for attempt in (1, 2):
             out_of_memory = False
             try:
-                results = self.step(chunk)
+                results = self.step(chunk) if inputs is None else self.step(chunk, inputs)
             except torch.cuda.OutOfMemoryError:
                 out_of_memory = True
             except BATCH_ERRORS as error:
@@ -259,6 +336,8 @@ class BatchExecutor:
                 else:
                     logger.error("Batch %s failed again (%s); recording it as failed", ids, failure)
                 continue
+            finally:
+                inputs = None
 
             if out_of_memory:
                 # Past the except clause its traceback, which references the batch's tensors, can be freed.

@@ -85,6 +85,7 @@ def load_model(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     allow_pickle_weights: bool = False,
+    processor: Any | None = None,
 ) -> LoadedModel:
     """Load a model and its processor, and check that they can answer CrossMed questions.
 
@@ -99,6 +100,9 @@ def load_model(
         trust_remote_code: allow the model repository's own Python code to run.
         allow_pickle_weights: allow ``.bin`` (pickle) weights when the model
             has no safetensors files.
+        processor: the processor that :func:`load_processor` returned for the
+            same ``name`` and ``trust_remote_code``, which also ran its checks;
+            None loads it here.
 
     Returns:
         The loaded model, processor and input device.
@@ -110,13 +114,8 @@ def load_model(
         OSError: when its weights cannot be found or read, naming
             ``--allow-pickle-weights`` where that could help.
     """
-    check_remote_code(name, trust_remote_code=trust_remote_code)
-    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    check_image_text_to_text(name, config)
-
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
-    check_processor(name, processor)
-    prepare_tokenizer(processor.tokenizer)
+    if processor is None:
+        processor = load_processor(name, trust_remote_code=trust_remote_code)
 
     if device_map is None:
         # Loading straight onto the device avoids a full copy of the weights in CPU memory first.
@@ -127,6 +126,29 @@ def load_model(
     input_device = next(model.get_input_embeddings().parameters()).device
     logger.info("Loaded %s (%s, %s) on %s", name, type(model).__name__, model.dtype, input_device)
     return LoadedModel(name=name, model=model, processor=processor, input_device=input_device)
+
+
+def load_processor(name: str, *, trust_remote_code: bool = False) -> Any:
+    """Check a model's config and load its processor, with the tokenizer set to left padding.
+
+    Args:
+        name: a Hub model id or a local folder written by ``save_pretrained``.
+        trust_remote_code: allow the model repository's own Python code to run.
+
+    Returns:
+        The processor.
+
+    Raises:
+        ValueError: as :func:`load_model` does for the config and the processor.
+    """
+    check_remote_code(name, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    check_image_text_to_text(name, config)
+
+    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+    check_processor(name, processor)
+    prepare_tokenizer(processor.tokenizer)
+    return processor
 
 
 def check_remote_code(name: str, *, trust_remote_code: bool) -> None:

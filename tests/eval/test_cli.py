@@ -38,6 +38,7 @@ def test_help_states_units() -> None:
     assert "bfloat16 on CUDA and float32 on CPU" in text
     assert "--trust-remote-code" in text
     assert "--allow-pickle-weights" in text
+    assert "0 prepares batches in the main process" in text
 
 
 def test_parser_defaults() -> None:
@@ -49,6 +50,7 @@ def test_parser_defaults() -> None:
     assert options.max_new_tokens == 16
     assert options.dtype == "auto"
     assert options.backend == "hf"
+    assert options.num_workers == 2
     assert options.trust_remote_code is False
     assert options.allow_pickle_weights is False
     assert options.blind is False

@@ -17,6 +17,8 @@ from eval.inference import (
     FAILED,
     BatchExecutor,
     ItemResult,
+    encode_batch,
+    encode_in_worker,
     generate_batch,
     letter_token_ids,
     likelihood_batch,
@@ -307,3 +309,78 @@ def test_executor_rejects_wrong_result_count() -> None:
 def test_executor_invalid_batch_size() -> None:
     with pytest.raises(ValueError, match="Invalid batch size 0"):
         BatchExecutor(letter_step([]), batch_size=0)
+
+
+def recording_step(calls: list[tuple[int, bool]], fail_first: type[Exception] | None = None):
+    """A batch step that records (chunk size, got inputs) per call and can raise on its first call."""
+
+    def step(batch: list[PreparedItem], inputs: object = None) -> list[ItemResult]:
+        calls.append((len(batch), inputs is not None))
+        if fail_first is not None and len(calls) == 1:
+            raise fail_first("first attempt fails")
+        return [ItemResult(prediction="B") for _ in batch]
+
+    return step
+
+
+def test_executor_uses_inputs_once() -> None:
+    calls: list[tuple[int, bool]] = []
+
+    results = BatchExecutor(recording_step(calls), batch_size=4).run(make_items(4), {"input_ids": "encoded"})
+
+    assert calls == [(4, True)]
+    assert [result.prediction for result in results] == ["B"] * 4
+
+
+def test_executor_retry_encodes_again() -> None:
+    calls: list[tuple[int, bool]] = []
+
+    results = BatchExecutor(recording_step(calls, RuntimeError), batch_size=4).run(make_items(4), {"x": 1})
+
+    assert calls == [(4, True), (4, False)]
+    assert [result.prediction for result in results] == ["B"] * 4
+
+
+def test_executor_back_off_encodes_chunks() -> None:
+    calls: list[tuple[int, bool]] = []
+
+    executor = BatchExecutor(recording_step(calls, torch.cuda.OutOfMemoryError), batch_size=4)
+    results = executor.run(make_items(4), {"x": 1})
+
+    assert calls == [(4, True), (2, False), (2, False)]
+    assert executor.batch_size == 2
+    assert len(results) == 4
+
+
+def test_executor_ignores_inputs_larger_than_batch() -> None:
+    """Inputs encoded for more items than one chunk contains are never passed to a chunk."""
+    calls: list[tuple[int, bool]] = []
+
+    BatchExecutor(recording_step(calls), batch_size=2).run(make_items(4), {"x": 1})
+
+    assert calls == [(2, False), (2, False)]
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+def test_encode_in_worker_same_results(loaded_models: dict[str, LoadedModel], family: str) -> None:
+    loaded = loaded_models[family]
+    items = make_items(5)
+
+    encoded = encode_in_worker(loaded.processor, items, blind=False)
+    reference = encode_batch(loaded.processor, items, blind=False)
+
+    assert encoded is not None
+    assert encoded.keys() == reference.keys()
+    for name, value in encoded.items():
+        assert isinstance(value, np.ndarray), name
+        np.testing.assert_array_equal(value, reference[name].numpy())
+    with_inputs = generate_batch(loaded, items, encoded, blind=False, max_new_tokens=6)
+    without = generate_batch(loaded, items, blind=False, max_new_tokens=6)
+    assert [result.raw_output for result in with_inputs] == [result.raw_output for result in without]
+
+
+def test_encode_in_worker_failure_returns_none(loaded_models: dict[str, LoadedModel]) -> None:
+    items = make_items(2)
+    items[1].image = None
+
+    assert encode_in_worker(loaded_models["qwen2_vl"].processor, items, blind=False) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -14,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import numpy as np
 import pytest
+import torch
 
 from builder.features import crossmed_features
+from eval import runner
 from eval.api import evaluate
 from eval.data import dataset_fingerprint, load_split
-from eval.inference import FAILED
+from eval.inference import FAILED, generate_batch
 from eval.runner import (
     PREDICTIONS_FILE,
+    RecordWriter,
     RunSettings,
+    frozen_garbage_collector,
     merge_records,
     read_records,
     write_records_atomically,
@@ -151,13 +156,78 @@ def test_run_blind_keeps_settings(qwen2_vl_dir: Path, run_eval: RunEval, tmp_pat
     assert seeing_scores != blind_scores
 
 
-def test_run_batch_size_invariant(qwen2_vl_dir: Path, run_eval: RunEval, tmp_path: Path) -> None:
-    run_eval(qwen2_vl_dir, tmp_path / "one", mode="likelihood", batch_size=1)
-    run_eval(qwen2_vl_dir, tmp_path / "eight", mode="likelihood", batch_size=8, num_workers=2)
+@pytest.mark.parametrize("mode", ["likelihood", "generate"])
+def test_run_batch_size_invariant(qwen2_vl_dir: Path, run_eval: RunEval, tmp_path: Path, mode: str) -> None:
+    run_eval(qwen2_vl_dir, tmp_path / "one", mode=mode, batch_size=1)
+    run_eval(qwen2_vl_dir, tmp_path / "eight", mode=mode, batch_size=8, num_workers=2)
 
     assert_same_predictions(
         read_records(tmp_path / "eight" / PREDICTIONS_FILE), read_records(tmp_path / "one" / PREDICTIONS_FILE)
     )
+
+
+def test_run_back_off_with_workers(
+    qwen2_vl_dir: Path, run_eval: RunEval, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches encoded in loader workers that run out of memory are split and encoded again with their images."""
+    chunks: list[tuple[int, bool, bool]] = []
+
+    def generate_or_run_out_of_memory(loaded: Any, items: list[Any], inputs: Any = None, **options: Any) -> Any:
+        chunks.append((len(items), inputs is not None, all(item.image is not None for item in items)))
+        if len(items) > 2:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory on a batch of {len(items)}")
+        return generate_batch(loaded, items, inputs, **options)
+
+    monkeypatch.setattr(runner, "generate_batch", generate_or_run_out_of_memory)
+    run_eval(qwen2_vl_dir, tmp_path / "halved", batch_size=4, num_workers=2)
+    monkeypatch.undo()
+    run_eval(qwen2_vl_dir, tmp_path / "one", batch_size=1)
+
+    # Loader batches of 4, 4 and 2 arrive encoded and without images. After the back-off, halves of the
+    # 4-item batches are encoded again from decoded images, while the last batch fits and keeps its inputs.
+    assert chunks[0] == (4, True, False)
+    assert chunks[1:] == [(2, False, True)] * 4 + [(2, True, False)]
+    assert_same_predictions(
+        read_records(tmp_path / "halved" / PREDICTIONS_FILE), read_records(tmp_path / "one" / PREDICTIONS_FILE)
+    )
+
+
+def test_record_writer_syncs_by_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs: list[int] = []
+    monkeypatch.setattr(runner.os, "fsync", syncs.append)
+    records = [{"id": "a", "rotation": 0, "prediction": "A"}]
+
+    with (tmp_path / "seldom.jsonl").open("a", encoding="utf-8") as stream:
+        writer = RecordWriter(stream, sync_interval=3600.0)
+        writer.append(records)
+        writer.append(records)
+        assert syncs == []
+        writer.sync()
+        assert len(syncs) == 1
+    with (tmp_path / "always.jsonl").open("a", encoding="utf-8") as stream:
+        writer = RecordWriter(stream, sync_interval=0.0)
+        writer.append(records)
+        writer.append(records)
+    assert len(syncs) == 3
+    assert read_records(tmp_path / "seldom.jsonl") == records * 2
+
+
+def test_frozen_garbage_collector_restores() -> None:
+    assert gc.get_freeze_count() == 0
+    with frozen_garbage_collector():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_garbage_collector_keeps_caller_freeze() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_garbage_collector():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("baseline", ["random", "prior"])
