@@ -310,9 +310,15 @@ def parquet_bytes_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def program_name() -> str | None:
+    """Return ``python -m MODULE`` when the script runs as a module, so usage lines show the real command."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"python -m {spec.name}" if spec is not None else None
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Return an argument parser with the options every benchmark script shares (``--work``, ``--quiet``)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(prog=program_name(), description=description)
     parser.add_argument(
         "--work",
         type=Path,

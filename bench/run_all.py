@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.common import Report, load_average, machine_info, machine_text, work_folder
+from bench.common import Report, load_average, machine_info, machine_text, program_name, work_folder
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def write_docs(path: Path, generated: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """Return the command-line parser of the runner."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="shared work folder; default: a temporary folder")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None, help="run only these benchmarks")
     parser.add_argument("--quick", action="store_true", help="use the small sizes (about a minute in all)")

@@ -21,6 +21,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from builder.mat import check_choice
+from eval.locations import check_folder_exists
+
+MODEL_EXPECTED = "a folder written by save_pretrained, or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct"
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +142,10 @@ def load_processor(name: str, *, trust_remote_code: bool = False) -> Any:
         The processor.
 
     Raises:
+        FileNotFoundError: when ``name`` is written as a path and the folder does not exist.
         ValueError: as :func:`load_model` does for the config and the processor.
     """
+    check_folder_exists(name, kind="Model", expected=MODEL_EXPECTED)
     check_remote_code(name, trust_remote_code=trust_remote_code)
     config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     check_image_text_to_text(name, config)

@@ -60,7 +60,8 @@ from eval.inference import (
     likelihood_batch,
     render_prompts,
 )
-from eval.models import load_model, load_processor
+from eval.locations import check_folder_exists
+from eval.models import MODEL_EXPECTED, load_model, load_processor
 from eval.prompts import NUM_OPTIONS, PROMPT_VERSION, format_prompt, to_stored_letter
 from eval.report import REPORT_FILE, plot_segmentation_examples, write_outputs
 from eval.tiny import RANDOM_WEIGHTS_TAG
@@ -216,12 +217,15 @@ def frozen_garbage_collector() -> Iterator[None]:
 
 def _run_evaluation(settings: RunSettings, out_dir: Path) -> dict[str, Any] | None:
     state = start_processes()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.model is not None:
+        check_folder_exists(settings.model, kind="Model", expected=MODEL_EXPECTED)
 
     with state.main_process_first():
         dataset = load_split(settings.dataset, settings.config, settings.split, cache_dir=settings.cache_dir)
     table = load_question_table(dataset)
     items = make_work_items(table, circular=settings.circular, limit=settings.limit)
+    # Created only now, so that a missing model, dataset, config or split leaves no empty run folder.
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     if settings.baseline is not None:
         return _run_baseline(settings, out_dir, dataset, state) if state.is_main_process else None

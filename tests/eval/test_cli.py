@@ -87,6 +87,29 @@ def test_main_without_model_fails(
     assert "No model given" in caplog.text
 
 
+def test_main_missing_model_folder(crossmed: BuiltDataset, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / "no-such-model"
+
+    status = main(["--model", str(missing), *base_arguments(crossmed, tmp_path / "run")])
+
+    assert status == EXIT_USAGE_ERROR
+    assert f"Model folder {missing} not found" in caplog.text
+    assert "save_pretrained" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
+def test_main_missing_dataset_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / "no-such-export"
+    arguments = ["--baseline", "random", "--dataset", str(missing), "--out", str(tmp_path / "run")]
+
+    status = main(arguments)
+
+    assert status == EXIT_USAGE_ERROR
+    assert f"Dataset folder {missing} not found" in caplog.text
+    assert "python crossmed.py build" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
 def test_main_compare(crossmed: BuiltDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for baseline in ("random", "prior"):
         assert main(["--baseline", baseline] + base_arguments(crossmed, tmp_path / baseline)) == 0
