@@ -204,7 +204,8 @@ class CrossMed(datasets.GeneratorBasedBuilder):
         """Yield ``(id, row)`` pairs, raising on a repeated id (``datasets`` no longer checks keys since 4.4.2).
 
         With ``num_proc``, each process gets one block of ``jobs`` and checks
-        ids within it; ids are unique across blocks because each job owns its questions.
+        ids within it. Ids are unique across blocks too, because ``plan_questions``
+        raises on a repeated question id before any block is made.
         """
         seen: set[str] = set()
         try:
