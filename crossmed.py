@@ -111,7 +111,7 @@ class CrossMed(datasets.GeneratorBasedBuilder):
         return MANUAL_DOWNLOAD_INSTRUCTIONS
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
-        """Build the splits; with ``num_proc=N``, N processes each decode and write one block of cases.
+        """Build the splits. With ``num_proc=N``, N processes each decode and write one block of cases.
 
         Raises:
             BadInputError: (as the cause of DatasetGenerationError) for unusable
