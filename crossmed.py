@@ -113,6 +113,12 @@ class CrossMed(datasets.GeneratorBasedBuilder):
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """Build the splits. With ``num_proc=N``, N processes each decode and write one block of cases.
 
+        NOTE: under the spawn or forkserver start method (macOS, Windows, Linux
+        from Python 3.14), the worker processes of each split import the
+        builder's modules again. A build of 30 synthetic subjects per source
+        with ``num_proc=2`` took 7.0 s there against 3.7 s with fork (one
+        2-core machine, same output).
+
         Raises:
             BadInputError: (as the cause of DatasetGenerationError) for unusable
                 input under ``on_bad_input="error"``, also when a worker process met it.
