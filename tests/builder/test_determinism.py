@@ -77,6 +77,41 @@ def test_digest_same_with_two_processes(sources: Path, first_build: BuildResult,
         assert (result.out_dir / name).read_bytes() == (first_build.out_dir / name).read_bytes(), name
 
 
+FORKSERVER_BUILD = """
+import sys
+from pathlib import Path
+
+import multiprocess
+
+from builder.build import build_and_export
+
+if __name__ == "__main__":
+    multiprocess.set_start_method("forkserver", force=True)
+    build_and_export(Path(sys.argv[1]), Path(sys.argv[2]), seed=0, num_proc=2)
+"""
+
+
+def test_two_processes_under_forkserver(sources: Path, first_build: BuildResult, tmp_path: Path) -> None:
+    # Python 3.14 starts worker processes with forkserver on Linux, as macOS and Windows use spawn.
+    script = tmp_path / "forkserver_build.py"
+    script.write_text(FORKSERVER_BUILD, encoding="utf-8")
+    out_dir = tmp_path / "crossmed"
+    environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TMPDIR=str(tmp_path))
+
+    completed = subprocess.run(
+        [sys.executable, str(script), str(sources), str(out_dir)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert parquet_digest(out_dir) == parquet_digest(first_build.out_dir)
+
+
 def test_two_process_cache_keeps_row_order(sources: Path, tmp_path: Path) -> None:
     from crossmed import CrossMed
 
