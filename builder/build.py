@@ -16,8 +16,8 @@ from builder.mat import TRIPLETS
 from builder.policy import BadInputError, BadInputLog
 from builder.protocols import Protocol, all_protocols
 from builder.restore import BuildSettings
-from builder.synthetic import SYNTHETIC_MARKER
 from builder.splits import POOL_SPLITS
+from builder.synthetic import SYNTHETIC_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,13 @@ def build_and_export(
         cache_dir: Where ``datasets`` writes its Arrow cache; a temporary folder by default.
         config_kwargs: Fields of ``CrossMedConfig`` (seed, caps, on_bad_input, max_side, ...).
     """
-    from crossmed import CrossMed
+    from crossmed import MANUAL_DOWNLOAD_INSTRUCTIONS, CrossMed
 
     if Path(out_dir).exists() and not overwrite:
         raise FileExistsError(f"Export folder {out_dir} already exists; pass --overwrite to replace it")
+    # Checked here too, so that the message does not name the internal "all" config that the builder would.
+    if not Path(data_dir).expanduser().is_dir():
+        raise FileNotFoundError(f"Source folder {data_dir} is not a folder.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
     with tempfile.TemporaryDirectory(prefix="crossmed-cache-") as temporary:
         builder = CrossMed(

@@ -87,7 +87,7 @@ def parse_caps(entries: Sequence[str], no_caps: bool) -> dict[str, int] | None:
     Raises:
         ValueError: naming an entry that is not ``TRIPLET=N`` with a known triplet and N >= 0.
     """
-    from builder.mat import Triplet
+    from builder.mat import TRIPLETS, Triplet
 
     if no_caps:
         return None
@@ -96,7 +96,12 @@ def parse_caps(entries: Sequence[str], no_caps: bool) -> dict[str, int] | None:
         name, _, value = entry.partition("=")
         if not value.isdigit():
             raise ValueError(f"Invalid --cap {entry!r}: expected TRIPLET=N with N a non-negative integer")
-        caps[Triplet.from_name(name.strip()).slug] = int(value)
+        try:
+            triplet = Triplet.from_name(name.strip())
+        except ValueError as error:
+            slugs = ", ".join(triplet.slug for triplet in TRIPLETS)
+            raise ValueError(f"Invalid --cap {entry!r}: {error} Slugs such as {slugs} work too.") from error
+        caps[triplet.slug] = int(value)
     return caps
 
 

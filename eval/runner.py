@@ -478,7 +478,9 @@ def _write_report(
     settings: RunSettings, out_dir: Path, dataset: datasets.Dataset, predictions: list[dict[str, Any]]
 ) -> dict[str, Any]:
     # The report links the segmentation figure only when it exists before write_outputs runs.
-    plot_segmentation_examples(out_dir, dataset, predictions)
+    figure = plot_segmentation_examples(out_dir, dataset, predictions)
+    if figure is not None:
+        logger.info("Wrote %s", figure)
     results = write_outputs(
         out_dir,
         predictions,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -14,6 +15,7 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from builder.boxes import MAX_DISTRACTOR_IOU, SCALE, box_iou, mask_box
+from builder.build import build_and_export
 from builder.mat import TRIPLETS
 from builder.protocols import all_protocols, get_protocol, target_protocols
 from builder.splits import POOL_SPLITS
@@ -301,3 +303,14 @@ def test_card_marks_synthetic_build(demo_build):
     from builder.card import SYNTHETIC_NOTE
 
     assert SYNTHETIC_NOTE in (demo_build.export / "README.md").read_text()
+
+
+def test_build_missing_sources_folder_raises(tmp_path):
+    missing = tmp_path / "no-sources"
+
+    with pytest.raises(FileNotFoundError, match=f"Source folder {re.escape(str(missing))} is not a folder") as caught:
+        build_and_export(missing, tmp_path / "crossmed")
+
+    assert "config 'all'" not in str(caught.value)
+    assert "Getting the sources" in str(caught.value)
+    assert not (tmp_path / "crossmed").exists()
