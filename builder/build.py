@@ -63,7 +63,7 @@ def build_and_export(
         raise FileExistsError(f"Export folder {out_dir} already exists; pass --overwrite to replace it")
     # Checked here too, so that the message does not name the internal "all" config that the builder would.
     if not Path(data_dir).expanduser().is_dir():
-        raise FileNotFoundError(f"Source folder {data_dir} is not a folder.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise FileNotFoundError(f"Source folder {data_dir} not found.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
     with tempfile.TemporaryDirectory(prefix="crossmed-cache-") as temporary:
         builder = CrossMed(

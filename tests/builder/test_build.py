@@ -308,9 +308,26 @@ def test_card_marks_synthetic_build(demo_build):
 def test_build_missing_sources_folder_raises(tmp_path):
     missing = tmp_path / "no-sources"
 
-    with pytest.raises(FileNotFoundError, match=f"Source folder {re.escape(str(missing))} is not a folder") as caught:
+    with pytest.raises(FileNotFoundError, match=f"Source folder {re.escape(str(missing))} not found") as caught:
         build_and_export(missing, tmp_path / "crossmed")
 
     assert "config 'all'" not in str(caught.value)
     assert "Getting the sources" in str(caught.value)
     assert not (tmp_path / "crossmed").exists()
+
+
+def test_builder_splits_interleave_sources(demo_build, tmp_path):
+    import datasets
+
+    from crossmed import CrossMed
+
+    builder = CrossMed(config_name="all", data_dir=str(demo_build.sources), cache_dir=str(tmp_path / "cache"))
+    generators = builder._split_generators(datasets.DownloadManager())
+    jobs = next(generator for generator in generators if generator.name == "train").gen_kwargs["jobs"]
+
+    # datasets gives each num_proc worker one contiguous block, so each half needs its share of every source.
+    first_half = Counter(job.source for job in jobs[: len(jobs) // 2])
+    totals = Counter(job.source for job in jobs)
+    assert len(totals) == 4
+    for source, total in totals.items():
+        assert abs(first_half[source] - total / 2) <= 1, source
