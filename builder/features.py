@@ -18,7 +18,10 @@ import datasets
 
 from builder.mat import ANATOMIES, LETTERS, MODALITIES, SOURCES, TASKS, TRIPLETS
 
-BOX = datasets.List(datasets.Value("int32"), length=4)
+# Boxes are variable-length lists, although every box has 4 values and option_boxes has 4 boxes:
+# the Parquet reader of pyarrow 25 and older cannot read a fixed-size list column that contains
+# nulls (apache/arrow issue 35692, fixed in pyarrow 26), and classification rows have null boxes.
+BOX = datasets.List(datasets.Value("int32"))
 
 
 def crossmed_features() -> datasets.Features:
@@ -42,6 +45,6 @@ def crossmed_features() -> datasets.Features:
             "template_id": datasets.Value("int32"),
             "mask": datasets.Image(),
             "bbox": BOX,
-            "option_boxes": datasets.List(BOX, length=4),
+            "option_boxes": datasets.List(BOX),
         }
     )
