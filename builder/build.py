@@ -51,7 +51,8 @@ def build_and_export(
     Args:
         data_dir: The folder with one subfolder per source.
         out_dir: The export folder to write.
-        num_proc: Worker processes that each decode and write one block of cases; None or 1 for one process.
+        num_proc: Worker processes that each decode and write one block of cases, and then write
+            Parquet parts of the export; None or 1 for one process.
         overwrite: Replace an existing ``out_dir``.
         ship_pixels: Per source, False to export rows without image bytes.
         cache_dir: Where ``datasets`` writes its Arrow cache; a temporary folder by default.
@@ -81,7 +82,13 @@ def build_and_export(
         )
         synthetic = (Path(data_dir) / SYNTHETIC_MARKER).is_file()
         export_pool(
-            pool, out_dir, ship_pixels=ship_pixels, overwrite=overwrite, build_settings=settings, synthetic=synthetic
+            pool,
+            out_dir,
+            ship_pixels=ship_pixels,
+            overwrite=overwrite,
+            build_settings=settings,
+            synthetic=synthetic,
+            num_proc=num_proc,
         )
         counts = {
             (TRIPLETS[triplet_id].name, split): count

@@ -17,7 +17,7 @@ logger = logging.getLogger("crossmed")
 
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of templates, distractors, letters and boxes (default 0)")
-    parser.add_argument("--num-proc", type=int, default=None, help="worker processes that decode images and write rows (default 1)")
+    parser.add_argument("--num-proc", type=int, default=None, help="worker processes that decode images and write rows, then write the Parquet files (default 1)")
     parser.add_argument(
         "--on-bad-input", choices=POLICIES, default="error",
         help="what to do with a file that cannot be used: error stops the build (default), warn or skip leave it out",

@@ -12,21 +12,28 @@ the end, so an interrupted export leaves no folder that looks complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets.utils.py_utils import asdict
 from huggingface_hub import DatasetCardData
+from tqdm.auto import tqdm
 
 from builder.arrow_size import contiguous_nbytes
 from builder.card import CITATION, DESCRIPTION, HOMEPAGE, LICENSE, card_body
@@ -57,10 +64,21 @@ def pool_files(out_dir: Path) -> dict[tuple[Triplet, str], list[str]]:
     return files
 
 
+@dataclass(frozen=True)
+class PartJob:
+    """One (triplet, pool split) to write: its row numbers in the split and an estimate of its bytes."""
+
+    split: str
+    triplet_index: int
+    rows: np.ndarray
+    weight: int
+
+
 def write_pool_parquet(
     pool: Mapping[str, datasets.Dataset],
     out_dir: Path,
     ship_pixels: Mapping[str, bool] | None = None,
+    num_proc: int | None = None,
 ) -> dict[tuple[Triplet, str], tuple[int, int]]:
     """Write every (triplet, pool split) of the ``all`` build once, as Parquet with embedded PNG bytes.
 
@@ -68,18 +86,127 @@ def write_pool_parquet(
         pool: The pool splits of the ``all`` config, keyed by split name.
         out_dir: The export folder being written.
         ship_pixels: Per source, False to drop ``image`` and ``mask`` bytes (rows keep ``source_file``).
+        num_proc: Processes writing parts at the same time; None or 1 writes them in this process.
+            One process writes all the files of a part, so the files are the same for any ``num_proc``.
 
     Returns:
-        ``(rows, bytes)`` of each (triplet, pool split) written.
+        ``(rows, bytes)`` of each (triplet, pool split), in the order of
+        :data:`POOL_SPLITS` and then :data:`TRIPLETS`.
     """
-    sizes = {}
+    pool = {split: _drop_pixels(dataset, ship_pixels or {}) for split, dataset in pool.items()}
+    jobs = plan_parts(pool)
+    written: dict[tuple[int, str], tuple[int, int]] = {}
+    for job in jobs:
+        if not len(job.rows):
+            # load_dataset rejects a split whose files hold no rows, so an empty part gets no file
+            # and configs leave out splits that select nothing.
+            logger.warning(
+                "No %s rows for %s; the configs that select it leave it out",
+                job.split,
+                TRIPLETS[job.triplet_index].slug,
+            )
+            written[(job.triplet_index, job.split)] = (0, 0)
+    # Largest parts first, so that with several processes the last part to finish is a small one.
+    pending = sorted((job for job in jobs if len(job.rows)), key=lambda job: job.weight, reverse=True)
+
+    with _datasets_bars_hidden(), tqdm(total=len(pending), desc="Writing Parquet", unit="part") as bar:
+        for key, size in _write_parts(pool, pending, out_dir, num_proc):
+            written[key] = size
+            bar.update()
+    return {(TRIPLETS[job.triplet_index], job.split): written[(job.triplet_index, job.split)] for job in jobs}
+
+
+def plan_parts(pool: Mapping[str, datasets.Dataset]) -> list[PartJob]:
+    """Return one job per (pool split, triplet), with the rows it selects and its image and mask bytes."""
+    jobs = []
     for split, dataset in pool.items():
-        dataset = _drop_pixels(dataset, ship_pixels or {})
-        triplet_ids = np.asarray(dataset["triplet"], dtype=np.int64)
-        for triplet_id, triplet in enumerate(TRIPLETS):
-            subset = dataset.select(np.flatnonzero(triplet_ids == triplet_id))
-            sizes[(triplet, split)] = _write_shards(subset, out_dir / "data" / triplet.slug, split)
-    return sizes
+        if "triplet" not in dataset.column_names:
+            raise ValueError(
+                f"The {split} split to export has no 'triplet' column (columns: {', '.join(dataset.column_names)}). "
+                "Export the splits of a CrossMed 'all' build, which have every column of builder.features."
+            )
+        columns = [name for name in ("triplet", "image", "mask") if name in dataset.column_names]
+        table = dataset.with_format("arrow", columns=columns)[:]
+        triplet_ids = np.asarray(table.column("triplet").to_numpy(), dtype=np.int64)
+        row_bytes = _pixel_bytes(table)
+        for triplet_index in range(len(TRIPLETS)):
+            rows = np.flatnonzero(triplet_ids == triplet_index)
+            weight = int(row_bytes[rows].sum()) + len(rows)
+            jobs.append(PartJob(split, triplet_index, rows, weight))
+    return jobs
+
+
+def _pixel_bytes(table: pa.Table) -> np.ndarray:
+    """Return the PNG bytes of ``image`` and ``mask`` in each row (0 where there is none)."""
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for name in ("image", "mask"):
+        if name not in table.column_names:
+            continue
+        lengths = pc.binary_length(pc.struct_field(table.column(name), "bytes"))
+        total += np.asarray(lengths.fill_null(0).to_numpy(), dtype=np.int64)
+    return total
+
+
+def _write_parts(
+    pool: Mapping[str, datasets.Dataset], jobs: list[PartJob], out_dir: Path, num_proc: int | None
+) -> Iterator[tuple[tuple[int, str], tuple[int, int]]]:
+    """Write each job's part, in this process or in ``num_proc`` processes, yielding sizes as parts finish."""
+    processes = min(num_proc or 1, len(jobs))
+    if processes <= 1:
+        for job in jobs:
+            yield _write_part(pool[job.split], job, out_dir)
+        return
+
+    context = multiprocessing.get_context()
+    with context.Pool(processes, initializer=_start_writer, initargs=(dict(pool),)) as workers:
+        for result in workers.imap_unordered(functools.partial(_write_part_in_worker, out_dir=out_dir), jobs):
+            yield result
+
+
+_WORKER_POOL: Mapping[str, datasets.Dataset] = {}
+
+
+def _start_writer(pool: Mapping[str, datasets.Dataset]) -> None:
+    """Keep the pool splits in a writer process; each job then sends only its row numbers."""
+    global _WORKER_POOL
+    _WORKER_POOL = pool
+    datasets.disable_progress_bars()
+
+
+def _write_part_in_worker(job: PartJob, out_dir: Path) -> tuple[tuple[int, str], tuple[int, int]]:
+    return _write_part(_WORKER_POOL[job.split], job, out_dir)
+
+
+def _write_part(
+    dataset: datasets.Dataset, job: PartJob, out_dir: Path
+) -> tuple[tuple[int, str], tuple[int, int]]:
+    """Write one part's shards and return its key and ``(rows, bytes)``."""
+    folder = out_dir / "data" / TRIPLETS[job.triplet_index].slug
+    folder.mkdir(parents=True, exist_ok=True)
+    # After a select, subset.data is still the whole split's table. Flattening keeps only this part's rows,
+    # so that the sizes below (shards, row groups, num_bytes) are this part's own.
+    subset = dataset.select(job.rows).flatten_indices()
+    nbytes = contiguous_nbytes(subset.data.table)
+
+    shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))
+    rows_per_group = rows_per_row_group(nbytes, subset.num_rows)
+    for index in range(shards):
+        shard = subset if shards == 1 else subset.shard(shards, index, contiguous=True)
+        shard.to_parquet(str(folder / f"{job.split}-{index:05d}-of-{shards:05d}.parquet"), batch_size=rows_per_group)
+    return (job.triplet_index, job.split), (subset.num_rows, nbytes)
+
+
+@contextmanager
+def _datasets_bars_hidden() -> Iterator[None]:
+    """Hide the per-file progress bars of ``datasets`` while the export shows one bar over all parts."""
+    if datasets.are_progress_bars_disabled():
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
 
 
 def _drop_pixels(dataset: datasets.Dataset, ship_pixels: Mapping[str, bool]) -> datasets.Dataset:
@@ -97,27 +224,6 @@ def _drop_pixels(dataset: datasets.Dataset, ship_pixels: Mapping[str, bool]) -> 
     features["image"] = datasets.Image(decode=False)
     features["mask"] = datasets.Image(decode=False)
     return dataset.cast(features).map(blank, features=features).cast(crossmed_features())
-
-
-def _write_shards(subset: datasets.Dataset, folder: Path, split: str) -> tuple[int, int]:
-    if subset.num_rows == 0:
-        # load_dataset rejects a split whose files hold no rows, so an empty part gets no file
-        # and configs leave out splits that select nothing.
-        logger.warning("No %s rows for %s; the configs that select it leave it out", split, folder.name)
-        return 0, 0
-
-    folder.mkdir(parents=True, exist_ok=True)
-    # After a select, subset.data is still the whole split's table; flattening keeps only this part's rows,
-    # so the sizes below (shards, row groups, num_bytes) are this part's own.
-    subset = subset.flatten_indices()
-    nbytes = contiguous_nbytes(subset.data.table)
-
-    shards = max(1, math.ceil(nbytes / MAX_SHARD_BYTES))
-    rows_per_group = rows_per_row_group(nbytes, subset.num_rows)
-    for index in range(shards):
-        shard = subset.shard(shards, index, contiguous=True)
-        shard.to_parquet(str(folder / f"{split}-{index:05d}-of-{shards:05d}.parquet"), batch_size=rows_per_group)
-    return subset.num_rows, nbytes
 
 
 def rows_per_row_group(nbytes: int, num_rows: int) -> int:
@@ -221,12 +327,14 @@ def export_pool(
     gated: bool = False,
     build_settings: object | None = None,
     synthetic: bool = False,
+    num_proc: int | None = None,
 ) -> Path:
     """Write the export folder atomically from the pool splits of an ``all`` build.
 
     ``build_settings`` (a ``builder.restore.BuildSettings``) is stored as
     ``crossmed_build.json``, so that users who hold a source can rebuild rows
-    exported without pixels.
+    exported without pixels. ``num_proc`` processes write the Parquet parts at
+    the same time; the files are the same with any number.
 
     Raises:
         FileExistsError: when ``out_dir`` exists and ``overwrite`` is False.
@@ -239,7 +347,7 @@ def export_pool(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{_owner_tag()}~", dir=out_dir.parent))
     try:
         protocols = all_protocols()
-        sizes = write_pool_parquet(pool, staging, ship_pixels)
+        sizes = write_pool_parquet(pool, staging, ship_pixels, num_proc)
         write_card(staging, protocols, config_infos(protocols, sizes), ship_pixels, changelog, gated, synthetic)
         if build_settings is not None:
             from builder.restore import write_build_settings

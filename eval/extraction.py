@@ -21,6 +21,7 @@ guesses a default option.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -257,8 +258,12 @@ def _starts_with_option(text: str, option: str) -> bool:
     return pattern is not None and pattern.match(_fold(text)) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def _option_pattern(option: str) -> re.Pattern[str] | None:
-    """Compile a word-boundary pattern for an option text that ignores case and spacing around punctuation."""
+    """Compile a word-boundary pattern for an option text that ignores case and spacing around punctuation.
+
+    Cached, because a benchmark repeats the same few hundred option texts in thousands of questions.
+    """
     tokens = re.findall(r"\w+|[^\w\s]", _fold(option))
     if not tokens:
         return None

@@ -644,10 +644,10 @@ def test_failed_export_keeps_export(template: Path, tmp_path: Path) -> None:
     run_build(template, out_dir, "siim", "error")
     before = snapshot(out_dir)
     train = datasets.load_dataset(str(out_dir), "all", split="train")
-    # The train parts are written to the staging folder before the second split fails.
+    # The staging folder exists when the second split is found to lack its triplet column.
     pool = {"train": train, "validation": train.remove_columns("triplet")}
 
-    with pytest.raises(ValueError, match="triplet"):
+    with pytest.raises(ValueError, match="validation split to export has no 'triplet' column"):
         export_pool(pool, out_dir, overwrite=True)
 
     assert snapshot(out_dir) == before

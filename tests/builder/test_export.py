@@ -1,13 +1,16 @@
-"""Export edge cases on small hand-made pools: empty pool parts and build settings."""
+"""Export edge cases on small hand-made pools: empty pool parts, build settings and parallel writers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
 
 import datasets
 import pytest
 
-from builder.export import export_pool
+from builder import export
+from builder.export import export_pool, plan_parts
 from builder.mat import CT_LUNG_CLASSIFICATION, MRI_BRAIN_SEGMENTATION, TRIPLETS
 from builder.restore import BuildSettings, read_build_settings
 from tests.builder.pool_fixture import make_pool
@@ -50,3 +53,57 @@ def test_build_settings_stored(tmp_path):
     settings = BuildSettings(seed=5, max_side=256, ship_pixels={"brats": False})
     out = export_pool(make_pool(rows_per_part=1), tmp_path / "crossmed", build_settings=settings)
     assert read_build_settings(out) == settings
+
+
+def export_digests(out):
+    return {
+        path.relative_to(out).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(out.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_two_writer_processes_write_the_same_export(tmp_path):
+    # An empty part and a filtered split (a dataset with an indices mapping) take the less common paths.
+    pool = without_triplet_split(make_pool(rows_per_part=3), CT_LUNG_CLASSIFICATION, "test")
+    single = export_pool(pool, tmp_path / "single")
+    parallel = export_pool(pool, tmp_path / "parallel", num_proc=2)
+
+    digests = export_digests(single)
+    assert "data/ct-lung-classification/test-00000-of-00001.parquet" not in digests
+    assert len([name for name in digests if name.endswith(".parquet")]) == len(TRIPLETS) * 3 - 1
+    assert export_digests(parallel) == digests
+
+
+def test_part_weights_count_image_and_mask_bytes():
+    pool = make_pool(rows_per_part=2)
+    jobs = {(job.split, TRIPLETS[job.triplet_index]): job for job in plan_parts(pool)}
+
+    job = jobs[("train", MRI_BRAIN_SEGMENTATION)]
+    rows = pool["train"].select(job.rows)
+    expected = sum(len(row["image"]["bytes"]) + len(row["mask"]["bytes"]) + 1 for row in rows.cast_column(
+        "image", datasets.Image(decode=False)
+    ).cast_column("mask", datasets.Image(decode=False)))
+    assert len(job.rows) == 2
+    assert job.weight == expected
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_failed_part_write_keeps_previous_export(tmp_path, monkeypatch, num_proc):
+    if num_proc > 1 and multiprocessing.get_start_method() != "fork":
+        pytest.skip("the failing writer is patched in before the worker processes fork")
+    out = export_pool(make_pool(rows_per_part=1), tmp_path / "crossmed")
+    before = export_digests(out)
+    write_part = export._write_part
+
+    def fail_on_ct(dataset, job, out_dir):
+        if TRIPLETS[job.triplet_index] is CT_LUNG_CLASSIFICATION:
+            raise OSError(f"No space left on device writing {out_dir}")
+        return write_part(dataset, job, out_dir)
+
+    monkeypatch.setattr(export, "_write_part", fail_on_ct)
+    with pytest.raises(OSError, match="No space left on device"):
+        export_pool(make_pool(rows_per_part=2), out, overwrite=True, num_proc=num_proc)
+
+    assert export_digests(out) == before
+    assert [path.name for path in tmp_path.iterdir()] == ["crossmed"]
