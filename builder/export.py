@@ -159,8 +159,7 @@ def _write_parts(
 
     context = multiprocessing.get_context()
     with context.Pool(processes, initializer=_start_writer, initargs=(dict(pool),)) as workers:
-        for result in workers.imap_unordered(functools.partial(_write_part_in_worker, out_dir=out_dir), jobs):
-            yield result
+        yield from workers.imap_unordered(functools.partial(_write_part_in_worker, out_dir=out_dir), jobs)
 
 
 _WORKER_POOL: Mapping[str, datasets.Dataset] = {}
@@ -177,9 +176,7 @@ def _write_part_in_worker(job: PartJob, out_dir: Path) -> tuple[tuple[int, str],
     return _write_part(_WORKER_POOL[job.split], job, out_dir)
 
 
-def _write_part(
-    dataset: datasets.Dataset, job: PartJob, out_dir: Path
-) -> tuple[tuple[int, str], tuple[int, int]]:
+def _write_part(dataset: datasets.Dataset, job: PartJob, out_dir: Path) -> tuple[tuple[int, str], tuple[int, int]]:
     """Write one part's shards and return its key and ``(rows, bytes)``."""
     folder = out_dir / "data" / TRIPLETS[job.triplet_index].slug
     folder.mkdir(parents=True, exist_ok=True)

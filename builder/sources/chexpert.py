@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from enum import Enum
@@ -207,8 +208,9 @@ class CheXpertReader(SourceReader):
         self.blank = check_choice("blank", settings["blank"], BLANK_POLICIES)
         self.views = check_choice("views", settings["views"], VIEW_CHOICES)
         self.release_dir = self._find_release_dir()
-        self._resolved_root = self.root.resolve()
-        self._resolved_release_dir = self.release_dir.resolve()
+        # Absolute without resolving symbolic links, like the paths that resolve_inside returns.
+        self._absolute_root = Path(os.path.abspath(self.root))
+        self._absolute_release_dir = Path(os.path.abspath(self.release_dir))
 
     def list_cases(self) -> list[Case]:
         """Read ``train.csv`` and ``valid.csv`` and return one case per image with a positive finding.
@@ -330,7 +332,7 @@ class CheXpertReader(SourceReader):
             "frontal_lateral": view,
             "ap_pa": row.get("AP/PA", "").strip(),
         }
-        relative = image_path.relative_to(self._resolved_root).as_posix()
+        relative = image_path.relative_to(self._absolute_root).as_posix()
         items = self._items(case_id, labels)
         return Case(self.name, case_id, patient, (relative,), items, metadata)
 
@@ -363,7 +365,7 @@ class CheXpertReader(SourceReader):
 
     def _image_ids(self, csv_path: Path, where: str, image_path: Path) -> tuple[str, str] | None:
         """Derive (patient id, case id) from ``.../patientNNNNN/studyN/viewN_frontal.jpg``."""
-        parts = image_path.relative_to(self._resolved_release_dir).parts
+        parts = image_path.relative_to(self._absolute_release_dir).parts
         patient = next((part for part in parts if _PATIENT_PATTERN.fullmatch(part)), None)
         study = next((part for part in parts if _STUDY_PATTERN.fullmatch(part)), None)
         if patient is None or study is None:

@@ -80,10 +80,11 @@ def test_part_weights_count_image_and_mask_bytes():
     jobs = {(job.split, TRIPLETS[job.triplet_index]): job for job in plan_parts(pool)}
 
     job = jobs[("train", MRI_BRAIN_SEGMENTATION)]
-    rows = pool["train"].select(job.rows)
-    expected = sum(len(row["image"]["bytes"]) + len(row["mask"]["bytes"]) + 1 for row in rows.cast_column(
-        "image", datasets.Image(decode=False)
-    ).cast_column("mask", datasets.Image(decode=False)))
+    encoded = pool["train"].select(job.rows)
+    for column in ("image", "mask"):
+        encoded = encoded.cast_column(column, datasets.Image(decode=False))
+    expected = sum(len(row["image"]["bytes"]) + len(row["mask"]["bytes"]) + 1 for row in encoded)
+
     assert len(job.rows) == 2
     assert job.weight == expected
 

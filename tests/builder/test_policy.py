@@ -51,14 +51,40 @@ def test_triplet_from_slug_and_name():
         Triplet.from_name("ct-brain-classification")
 
 
-@pytest.mark.parametrize("value", ["../../x.jpg", "/etc/passwd", "C:\\x.jpg", "a/../../b.jpg", ""])
+REJECTED_PATHS = [
+    "../../x.jpg",
+    "/etc/passwd",
+    "C:\\x.jpg",
+    "C:x.jpg",
+    "\\\\server\\share\\x.jpg",
+    "a/../../b.jpg",
+    "a\\..\\..\\b.jpg",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", REJECTED_PATHS)
 def test_resolve_inside_rejects(tmp_path, value):
     with pytest.raises(BadInputError, match="train.csv"):
         resolve_inside(tmp_path, value, tmp_path / "train.csv")
 
 
 def test_resolve_inside_accepts_nested(tmp_path):
-    assert resolve_inside(tmp_path, "a/b/../c.jpg", tmp_path / "t.csv") == (tmp_path / "a" / "c.jpg").resolve()
+    assert resolve_inside(tmp_path, "a/b/../c.jpg", tmp_path / "t.csv") == tmp_path / "a" / "c.jpg"
+
+
+def test_resolve_inside_reads_backslashes(tmp_path):
+    assert resolve_inside(tmp_path, "a\\b\\c.jpg", tmp_path / "t.csv") == tmp_path / "a" / "b" / "c.jpg"
+
+
+def test_resolve_inside_keeps_linked_folder(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "images").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+
+    resolved = resolve_inside(tmp_path / "data", "images/x.jpg", tmp_path / "t.csv")
+
+    assert resolved == tmp_path / "data" / "images" / "x.jpg"
 
 
 def test_read_csv_strips_header_names(tmp_path):

@@ -331,6 +331,21 @@ def test_chexpert_full_release_folder(tmp_path: Path) -> None:
     assert CheXpertReader(tmp_path).load(cases[0])["image"].image.shape == (10, 12)
 
 
+def test_chexpert_linked_image_folder(tmp_path: Path) -> None:
+    # The train images stay on another disk and are linked into the release folder.
+    root = tmp_path / "sources"
+    row = make_row(f"{RELEASE}/train/patient00001/study1/view1_frontal.jpg", {"Edema": "1.0"})
+    write_release(root, "train.csv", make_csv(row), with_images=False)
+    write_jpeg(tmp_path / "other-disk/train/patient00001/study1/view1_frontal.jpg")
+    (root / RELEASE / "train").symlink_to(tmp_path / "other-disk/train", target_is_directory=True)
+
+    reader = CheXpertReader(root)
+    cases = reader.list_cases()
+
+    assert [case.files for case in cases] == [(f"{RELEASE}/train/patient00001/study1/view1_frontal.jpg",)]
+    assert reader.load(cases[0])["image"].image.shape == (10, 12)
+
+
 def test_chexpert_unknown_age_and_sex_kept(tmp_path: Path) -> None:
     path = f"{RELEASE}/train/patient00009/study1/view1_frontal.jpg"
     write_release(tmp_path, "train.csv", make_csv(make_row(path, {"Fracture": "1.0"}, sex="Unknown", age="0")))
