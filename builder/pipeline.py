@@ -64,6 +64,7 @@ def locate_sources(data_dir: Path, sources: Sequence[str], allow_missing: bool) 
         raise FileNotFoundError(f"Data folder not found: {data_dir}. {DOWNLOAD_GUIDE}")
 
     roots = {}
+    missing = []
     for source in sources:
         check_choice("source", source, SOURCES)
         folder = data_dir / source
@@ -72,14 +73,28 @@ def locate_sources(data_dir: Path, sources: Sequence[str], allow_missing: bool) 
         elif allow_missing:
             logger.warning("Source %s not found at %s; building without it", source, folder)
         else:
-            instructions = reader_class(source).download_instructions
-            raise FileNotFoundError(
-                f"Source {source} not found: expected the folder {folder}. {instructions} "
-                "To build from the sources present, pass allow_missing_sources=True (--allow-missing-sources)."
-            )
+            missing.append(source)
+    if missing:
+        raise FileNotFoundError(_missing_sources_message(data_dir, missing))
     if not roots:
         raise FileNotFoundError(f"No source folder found under {data_dir}: expected one of {', '.join(sources)}.")
     return roots
+
+
+def _missing_sources_message(data_dir: Path, missing: Sequence[str]) -> str:
+    """Return the error message for the missing sources, naming every folder so that all can be fixed at once."""
+    retry = "To build from the sources present, pass allow_missing_sources=True (--allow-missing-sources)."
+    if len(missing) == 1:
+        source = missing[0]
+        instructions = reader_class(source).download_instructions
+        return f"Source {source} not found: expected the folder {data_dir / source}. {instructions} {retry}"
+
+    lines = [f"Sources {', '.join(missing)} not found under {data_dir}:"]
+    for source in missing:
+        instructions = reader_class(source).download_instructions
+        lines.append(f"- {source}: expected the folder {data_dir / source}. {instructions}")
+    lines.append(retry)
+    return "\n".join(lines)
 
 
 def list_cases(roots: Mapping[str, Path], settings: PlanSettings, bad_inputs: BadInputLog) -> list[Case]:

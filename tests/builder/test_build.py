@@ -230,8 +230,14 @@ def test_builder_missing_source_raises(demo_build, tmp_path):
     partial.mkdir()
     (partial / "siim").symlink_to(demo_build.sources / "siim", target_is_directory=True)
     builder = CrossMed(config_name="all", data_dir=str(partial), cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(FileNotFoundError, match="Source chexpert not found: expected the folder .*partial/chexpert.*--allow-missing-sources"):
+    with pytest.raises(FileNotFoundError) as raised:
         builder.download_and_prepare()
+
+    lines = str(raised.value).splitlines()
+    assert lines[0] == f"Sources chexpert, brats, mosmed not found under {partial}:"
+    assert [line.split(":")[0] for line in lines[1:4]] == ["- chexpert", "- brats", "- mosmed"]
+    assert f"expected the folder {partial / 'mosmed'}." in lines[3]
+    assert "--allow-missing-sources" in lines[-1]
 
     allowed = CrossMed(
         config_name="all", data_dir=str(partial), cache_dir=str(tmp_path / "cache2"), allow_missing_sources=True

@@ -1,8 +1,12 @@
-"""interleave_sources: the job order that lets ``datasets`` split a build evenly between processes."""
+"""locate_sources and interleave_sources: the source folders found, and the job order that lets ``datasets``
+split a build evenly between processes."""
 
 from __future__ import annotations
 
-from builder.pipeline import interleave_sources
+import pytest
+
+from builder.mat import SOURCES
+from builder.pipeline import interleave_sources, locate_sources
 from builder.planner import CaseJob
 from builder.sources.base import Case
 
@@ -50,3 +54,22 @@ def test_empty_and_single_source() -> None:
 
     assert interleave_sources([]) == []
     assert interleave_sources(single) == single
+
+
+def test_locate_sources_names_one_missing_source(tmp_path):
+    for source in ("chexpert", "siim", "brats"):
+        (tmp_path / source).mkdir()
+
+    with pytest.raises(FileNotFoundError) as raised:
+        locate_sources(tmp_path, SOURCES, allow_missing=False)
+
+    message = str(raised.value)
+    assert message.startswith(f"Source mosmed not found: expected the folder {tmp_path / 'mosmed'}.")
+    assert "\n" not in message
+    assert message.endswith("(--allow-missing-sources).")
+
+
+def test_locate_sources_skips_missing_when_allowed(tmp_path):
+    (tmp_path / "siim").mkdir()
+
+    assert locate_sources(tmp_path, SOURCES, allow_missing=True) == {"siim": tmp_path / "siim"}
