@@ -13,9 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.inference import MODES
-from eval.models import DTYPE_CHOICES
-from eval.runner import BACKENDS, BASELINES
+from eval.choices import BACKENDS, BASELINES, DTYPE_CHOICES, MODES
+from eval.locations import DATASET_EXPECTED, MODEL_EXPECTED, check_folder_exists
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = build_parser().parse_args(arguments)
     configure_logging(options.log_level)
+    try:
+        # Checked before eval.api imports torch and transformers, which takes seconds.
+        check_local_folders(options)
+    except FileNotFoundError as error:
+        logger.error("%s", error)
+        return EXIT_USAGE_ERROR
     from eval.api import evaluate
 
     try:
@@ -142,6 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", error)
         return EXIT_USAGE_ERROR
     return 0
+
+
+def check_local_folders(options: argparse.Namespace) -> None:
+    """Raise FileNotFoundError naming ``--model`` or ``--dataset`` when it is written as a path that does not exist."""
+    if options.model is not None:
+        check_folder_exists(options.model, kind="Model", expected=MODEL_EXPECTED)
+    check_folder_exists(options.dataset, kind="Dataset", expected=DATASET_EXPECTED)
 
 
 def run_compare(options: argparse.Namespace) -> int:

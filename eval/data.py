@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from eval.dataset_card import resolve_from_card
-from eval.locations import check_folder_exists
+from eval.locations import DATASET_EXPECTED, check_folder_exists
 from eval.prompts import NUM_OPTIONS, format_prompt, rotate_options
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def load_split(dataset: str, config: str | None, split: str, *, cache_dir: str |
         ValueError: when the config has no such split, or the split has no rows.
     """
     check_folder_exists(
-        dataset, kind="Dataset", expected="an export folder written by `python crossmed.py build`, or a Hub dataset id"
+        dataset, kind="Dataset", expected=DATASET_EXPECTED
     )
     if Path(dataset).is_dir():
         loaded = _load_local_split(dataset, config, split, cache_dir)

@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 FAILED = "failed"
 """The prediction recorded for a work item whose batch raised twice, or that ran out of memory alone."""
 
-MODES: tuple[str, ...] = ("generate", "likelihood")
 
 # Errors that a processor or a model's forward pass raise on one bad batch
 # (a shape mismatch, an image it cannot process, a device error). They fail the

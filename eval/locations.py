@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+MODEL_EXPECTED = "a folder written by save_pretrained, or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct"
+DATASET_EXPECTED = "an export folder written by `python crossmed.py build`, or a Hub dataset id"
+
 
 def written_as_path(name: str) -> bool:
     """Return True when ``name`` can only be a file-system path: absolute, or starting with ``.`` or ``~``.

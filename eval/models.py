@@ -21,18 +21,12 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from builder.mat import check_choice
-from eval.locations import check_folder_exists
-
-MODEL_EXPECTED = "a folder written by save_pretrained, or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct"
+from eval.choices import DTYPE_CHOICES, DTYPE_NAMES
+from eval.locations import MODEL_EXPECTED, check_folder_exists
 
 logger = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-DTYPE_CHOICES: tuple[str, ...] = ("auto", *DTYPES)
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 PICKLE_WEIGHT_NAMES: tuple[str, ...] = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from builder.mat import check_choice
 from eval.baselines import prior_predictions, random_predictions
+from eval.choices import BACKENDS, BASELINES, MODES
 from eval.data import (
     PreparedItem,
     QuestionDataset,
@@ -50,7 +51,6 @@ from eval.data import (
 )
 from eval.inference import (
     FAILED,
-    MODES,
     BatchExecutor,
     BatchStep,
     ItemResult,
@@ -60,8 +60,8 @@ from eval.inference import (
     likelihood_batch,
     render_prompts,
 )
-from eval.locations import check_folder_exists
-from eval.models import MODEL_EXPECTED, load_model, load_processor
+from eval.locations import MODEL_EXPECTED, check_folder_exists
+from eval.models import load_model, load_processor
 from eval.prompts import NUM_OPTIONS, PROMPT_VERSION, format_prompt, to_stored_letter
 from eval.report import REPORT_FILE, plot_segmentation_examples, write_outputs
 from eval.tiny import RANDOM_WEIGHTS_TAG
@@ -73,8 +73,6 @@ PREDICTIONS_FILE = "predictions.jsonl"
 SYNC_INTERVAL = 1.0
 """Seconds between fsyncs of the predictions file during a run; every batch is flushed."""
 RANK_FILE_PATTERN = "predictions.rank*.jsonl"
-BASELINES: tuple[str, ...] = ("random", "prior")
-BACKENDS: tuple[str, ...] = ("hf", "vllm")
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,31 @@ def test_python_m_eval_help() -> None:
     assert finished.stdout.startswith("usage: python -m eval")
 
 
+HEAVY_MODULES_LOADED = """
+import sys
+from eval.cli import main
+status = main(sys.argv[1:])
+print(status, sorted(name for name in ("torch", "transformers", "datasets") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("missing", ["--model", "--dataset"])
+def test_missing_folder_fails_before_heavy_imports(tmp_path: Path, missing: str) -> None:
+    folders = {"--model": str(tmp_path / "model"), "--dataset": str(tmp_path / "export")}
+    if missing == "--dataset":
+        (tmp_path / "model").mkdir()
+    arguments = [option for name, folder in folders.items() for option in (name, folder)]
+
+    finished = subprocess.run(
+        [sys.executable, "-c", HEAVY_MODULES_LOADED, *arguments, "--out", str(tmp_path / "run")],
+        check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+    assert finished.stdout.strip() == f"{EXIT_USAGE_ERROR} []", finished.stderr[-2000:]
+    assert f"folder {folders[missing]} not found" in finished.stderr
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_backend_names_install_command() -> None:
     from eval.vllm_backend import VllmGenerator
