@@ -297,7 +297,8 @@ def write_card(
     ]
     datasets.info.DatasetInfosDict(infos).to_dataset_card_data(card_data)
 
-    body = card_body(REPO_ROOT / "README.md", protocols, ship_pixels or {}, changelog, synthetic)
+    exported = [protocol for protocol in protocols if protocol.name in infos]
+    body = card_body(REPO_ROOT / "README.md", exported, ship_pixels or {}, changelog, synthetic)
     # DatasetCard(text).save() would parse this YAML and dump it again, which returns the same
     # text for this card and costs about 0.2 s per export, so the text is written as it is.
     card_text = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
@@ -345,7 +346,8 @@ def export_pool(
     try:
         protocols = all_protocols()
         sizes = write_pool_parquet(pool, staging, ship_pixels, num_proc)
-        write_card(staging, protocols, config_infos(protocols, sizes), ship_pixels, changelog, gated, synthetic)
+        infos = config_infos(protocols, sizes)
+        write_card(staging, protocols, infos, ship_pixels, changelog, gated, synthetic)
         if build_settings is not None:
             from builder.restore import write_build_settings
 
@@ -356,7 +358,7 @@ def export_pool(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     remove_stale_staging(out_dir)
-    logger.info("Exported %d configs to %s", len(protocols), out_dir)
+    logger.info("Exported %d of %d configs to %s", len(infos), len(protocols), out_dir)
     return out_dir
 
 

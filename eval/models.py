@@ -141,7 +141,18 @@ def load_processor(name: str, *, trust_remote_code: bool = False) -> Any:
     """
     check_folder_exists(name, kind="Model", expected=MODEL_EXPECTED)
     check_remote_code(name, trust_remote_code=trust_remote_code)
-    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        if Path(name).expanduser().is_dir():
+            raise
+        # A name such as "demo/model" is a relative folder or a Hub id. With no such folder,
+        # transformers tried the Hub and failed.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(
+            f"Model {name} is not a folder here, and loading it as a Hub model id failed: {reason} "
+            f"Pass {MODEL_EXPECTED}."
+        ) from error
     check_image_text_to_text(name, config)
 
     processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)

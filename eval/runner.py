@@ -223,8 +223,34 @@ def _run_evaluation(settings: RunSettings, out_dir: Path) -> dict[str, Any] | No
     table = load_question_table(dataset)
     items = make_work_items(table, circular=settings.circular, limit=settings.limit)
     # Created only now, so that a missing model, dataset, config or split leaves no empty run folder.
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _score(settings, state, out_dir, dataset, table, items)
+    except BaseException:
+        # A model that fails to load leaves the new folder empty, so it is removed.
+        # A folder with predictions stays, so that the run can resume.
+        if created:
+            _remove_if_empty(out_dir)
+        raise
 
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _score(
+    settings: RunSettings,
+    state: PartialState,
+    out_dir: Path,
+    dataset: datasets.Dataset,
+    table: list[dict[str, Any]],
+    items: list[WorkItem],
+) -> dict[str, Any] | None:
+    """Score the work items of this process, then, in the main process, write the results."""
     if settings.baseline is not None:
         return _run_baseline(settings, out_dir, dataset, state) if state.is_main_process else None
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-# Tests never reach the network, and the datasets cache of a test run stays out of the user's cache.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="crossmed-test-cache-"))
+# Tests never reach the network, and the datasets cache of a test run stays out of the user's cache,
+# even where the user's environment sets either variable.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="crossmed-test-cache-")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SAMPLES = REPO_ROOT.parent / "shared" / "samples"

@@ -45,6 +45,9 @@ def test_config_without_rows_left_out(tmp_path):
     infos = json.loads((out / "dataset_infos.json").read_text())
     assert "zero_overlap-ct-lung-classification" not in infos
     assert "related-ct-lung-classification" in infos
+    card = (out / "README.md").read_text()
+    assert "zero_overlap-ct-lung-classification" not in card
+    assert "| `related-ct-lung-classification` |" in card
     with pytest.raises(ValueError, match="zero_overlap-ct-lung-classification"):
         datasets.load_dataset(str(out), "zero_overlap-ct-lung-classification")
 

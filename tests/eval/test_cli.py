@@ -98,6 +98,19 @@ def test_main_missing_model_folder(crossmed: BuiltDataset, tmp_path: Path, caplo
     assert not (tmp_path / "run").exists()
 
 
+def test_main_unknown_model_name_leaves_no_run_folder(
+    crossmed: BuiltDataset, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not written as a path, so it reaches transformers as a possible Hub id, which fails offline.
+    monkeypatch.chdir(tmp_path)
+
+    status = main(["--model", "models/no-such-model", *base_arguments(crossmed, tmp_path / "run")])
+
+    assert status == EXIT_USAGE_ERROR
+    assert "Model models/no-such-model is not a folder here" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
 def test_main_missing_dataset_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     missing = tmp_path / "no-such-export"
     arguments = ["--baseline", "random", "--dataset", str(missing), "--out", str(tmp_path / "run")]

@@ -75,6 +75,14 @@ def test_load_model_rejects_text_only_model(tmp_path: Path) -> None:
         load_model(str(tmp_path), dtype="float32")
 
 
+def test_load_model_unknown_relative_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name such as "runs/no-such-model" could be a Hub id. Offline and with no such folder, transformers raises OSError.
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(FileNotFoundError, match=r"^Model runs/no-such-model is not a folder here, and loading it as a Hub"):
+        load_model("runs/no-such-model")
+
+
 def test_load_model_rejects_missing_chat_template(qwen2_vl_dir: Path, tmp_path: Path) -> None:
     folder = copy_model(qwen2_vl_dir, tmp_path / "no_template")
     (folder / "chat_template.jinja").unlink()
