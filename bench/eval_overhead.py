@@ -16,6 +16,10 @@ With a model this small, the fixed costs of ``evaluate`` (about 0.2 s) would
 dominate a run of 100 questions, while a real test split has thousands.
 Building that export takes about 90 s on 2 cores; ``--work`` keeps it for later runs.
 
+The CPU time a loader worker spends per question is timed on its own too, on
+one thread as in a worker: the processor, and reading the row with its PNG
+decoded to RGB. On a CPU-only machine that work shares the cores with the model.
+
 The generate run at batch 8 is repeated with ``num_workers=0``. On a CPU,
 loader workers and torch's intra-op threads share the cores. Workers can then
 lower the ratio by slowing the model down instead of hiding harness work, and
@@ -176,6 +180,57 @@ def timed_evaluation(
     return EvalTiming(results["n_predictions"], wall, loop.seconds, clock.timer.seconds)
 
 
+@dataclass
+class WorkerCost:
+    """CPU time per question of the two steps a loader worker runs, in seconds, on one thread."""
+
+    processor: float
+    image: float
+
+
+def worker_cost(model: Path, export: Path, questions: int = 64, passes: int = 5) -> WorkerCost:
+    """Time, in this process on one torch thread, what a loader worker does for each question.
+
+    ``image`` is reading the row and decoding its PNG to RGB (``QuestionDataset``).
+    ``processor`` is :func:`eval.inference.encode_batch` on batches of 8. Each is
+    the best of ``passes`` passes over the first ``questions`` questions of the split.
+    """
+    import torch
+
+    from eval.data import QuestionDataset, load_question_table, load_split, make_work_items
+    from eval.inference import encode_batch
+    from eval.models import load_processor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dataset = load_split(str(export), CONFIG, "test")
+        table = load_question_table(dataset)
+        items = make_work_items(table, circular=False, limit=questions)
+        processor = load_processor(str(model))
+
+        image_seconds = []
+        for _ in range(passes):
+            questions_dataset = QuestionDataset(dataset.select_columns(["image"]), table, items)
+            timer = Timer()
+            with timer.measure():
+                prepared = [questions_dataset[position] for position in range(len(items))]
+            image_seconds.append(timer.seconds)
+
+        batches = [prepared[start : start + 8] for start in range(0, len(prepared), 8)]
+        encode_batch(processor, batches[0], blind=False)
+        processor_seconds = []
+        for _ in range(passes):
+            timer = Timer()
+            with timer.measure():
+                for batch in batches:
+                    encode_batch(processor, batch, blind=False)
+            processor_seconds.append(timer.seconds)
+    finally:
+        torch.set_num_threads(threads)
+    return WorkerCost(processor=min(processor_seconds) / len(items), image=min(image_seconds) / len(items))
+
+
 def prepare(work: Path, subjects: int) -> tuple[Path, Path]:
     """Return a synthetic export and a tiny Qwen2-VL folder under ``work``, creating them on first use."""
     from builder.build import build_and_export
@@ -204,6 +259,7 @@ def run(args: argparse.Namespace) -> Report:
         # A first short run loads the libraries and warms the caches that every later run reuses.
         warmup = work / f"eval-warmup-{time.time_ns()}"
         timed_evaluation(model, export, warmup, "generate", 8, min(8, args.questions or 8))
+        cost = worker_cost(model, export)
         timings = {
             name: timed_evaluation(
                 model, export, work / f"eval-{name}-{time.time_ns()}", mode, size, args.questions, num_workers=workers
@@ -243,6 +299,23 @@ def run(args: argparse.Namespace) -> Report:
             generate.wall - generate.loop,
             "s",
             note="loading the split, metrics, bootstrap, report and plots",
+        )
+    )
+    report.figures.append(
+        Figure(
+            "loader worker CPU per question: processor (one thread)",
+            cost.processor * 1000,
+            "ms",
+            note="eval.inference.encode_batch on batches of 8: chat template, tokenizer and image processor",
+        )
+    )
+    report.figures.append(
+        Figure(
+            "loader worker CPU per question: row read and PNG decode to RGB (one thread)",
+            cost.image * 1000,
+            "ms",
+            note=f"against {generate.model / generate.questions * 1000:.1f} ms of model time per question "
+            "(generate, batch 8)",
         )
     )
     no_workers = timings["generate-8-no-workers"]

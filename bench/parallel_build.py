@@ -14,8 +14,9 @@ ceiling, not 2.0, bounds any two-process build.
 The default input is 300 synthetic subjects per source, about 6,500 images
 in a build of about 20 s on two cores. ``datasets`` starts a worker pool and
 a manager process for each of the three splits, about 0.4 s in all whatever
-the size of the build. A real build of 20,200 questions takes minutes, so a
-smaller default would overstate that fixed cost; ``--subjects 120`` shows it.
+the size of the build. A real build has 20,200 questions from larger images,
+so it should take several times longer (an estimate, not measured here), and a
+smaller default would overstate that fixed cost. ``--subjects 120`` shows it.
 
 Run: ``python -m bench.parallel_build [--subjects 300] [--repeats 1]``.
 """

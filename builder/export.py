@@ -86,7 +86,7 @@ def write_pool_parquet(
         pool: The pool splits of the ``all`` config, keyed by split name.
         out_dir: The export folder being written.
         ship_pixels: Per source, False to drop ``image`` and ``mask`` bytes (rows keep ``source_file``).
-        num_proc: Processes writing parts at the same time; None or 1 writes them in this process.
+        num_proc: Processes that write parts at the same time (None or 1: this process alone).
             One process writes all the files of a part, so the files are the same for any ``num_proc``.
 
     Returns:
@@ -166,7 +166,7 @@ _WORKER_POOL: Mapping[str, datasets.Dataset] = {}
 
 
 def _start_writer(pool: Mapping[str, datasets.Dataset]) -> None:
-    """Keep the pool splits in a writer process; each job then sends only its row numbers."""
+    """Keep the pool splits in a writer process, so that each job sends only its row numbers."""
     global _WORKER_POOL
     _WORKER_POOL = pool
     datasets.disable_progress_bars()
@@ -332,7 +332,7 @@ def export_pool(
     ``build_settings`` (a ``builder.restore.BuildSettings``) is stored as
     ``crossmed_build.json``, so that users who hold a source can rebuild rows
     exported without pixels. ``num_proc`` processes write the Parquet parts at
-    the same time; the files are the same with any number.
+    the same time, and the files are the same with any number.
 
     Raises:
         FileExistsError: when ``out_dir`` exists and ``overwrite`` is False.

@@ -19,8 +19,8 @@ def resolve_inside(root: Path, relative: str, listed_in: Path) -> Path:
 
     The check reads only the text and makes no file system call, because a
     source table can name hundreds of thousands of images. Symbolic links
-    inside ``root`` are followed when the file is opened, because users often
-    link image folders stored on another disk into the data folder.
+    inside ``root`` are followed when the file is opened, so that an image
+    folder linked in from another disk is read where the user put it.
 
     Args:
         root: The data folder the table belongs to.

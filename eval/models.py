@@ -148,7 +148,8 @@ def load_processor(name: str, *, trust_remote_code: bool = False) -> Any:
             raise
         # A name such as "demo/model" is a relative folder or a Hub id. With no such folder,
         # transformers tried the Hub and failed.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = str(error).strip()
+        reason = message.splitlines()[0] if message else type(error).__name__
         raise FileNotFoundError(
             f"Model {name} is not a folder here, and loading it as a Hub model id failed: {reason} "
             f"Pass {MODEL_EXPECTED}."

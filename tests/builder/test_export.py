@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 
 import datasets
 import pytest
@@ -66,7 +67,7 @@ def export_digests(out):
     }
 
 
-def test_two_writer_processes_write_the_same_export(tmp_path):
+def test_parallel_export_matches_one_process(tmp_path):
     # An empty part and a filtered split (a dataset with an indices mapping) take the less common paths.
     pool = without_triplet_split(make_pool(rows_per_part=3), CT_LUNG_CLASSIFICATION, "test")
     single = export_pool(pool, tmp_path / "single")
@@ -76,6 +77,26 @@ def test_two_writer_processes_write_the_same_export(tmp_path):
     assert "data/ct-lung-classification/test-00000-of-00001.parquet" not in digests
     assert len([name for name in digests if name.endswith(".parquet")]) == len(TRIPLETS) * 3 - 1
     assert export_digests(parallel) == digests
+
+
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the recording writer is patched in before the workers fork"
+)
+def test_parallel_export_writes_in_workers(tmp_path, monkeypatch):
+    writers = tmp_path / "writers.txt"
+    write_part = export._write_part
+
+    def record_writer(dataset, job, out_dir):
+        with writers.open("a", encoding="utf-8") as stream:
+            stream.write(f"{os.getpid()}\n")
+        return write_part(dataset, job, out_dir)
+
+    monkeypatch.setattr(export, "_write_part", record_writer)
+    export_pool(make_pool(rows_per_part=1), tmp_path / "crossmed", num_proc=2)
+
+    pids = writers.read_text(encoding="utf-8").split()
+    assert len(pids) == len(TRIPLETS) * 3
+    assert str(os.getpid()) not in pids
 
 
 def test_part_weights_count_image_and_mask_bytes():
